@@ -1,0 +1,279 @@
+"""One builder for every MobileNet-family backbone, with named feature taps.
+
+Taps (DESIGN.md sec. 2):
+  c3      last block output at stride 8
+  c4      last block output at stride 16
+  c4_exp  expansion output of the first block of the stride-32 stage (SSDLite's C4 in the
+          MobileNetV3 paper, sec. 6.2); for V1, which has no expansion, the same as c4
+  c5      the layer just before global pooling
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import NamedTuple
+
+from torch import Tensor, nn
+
+from .blocks import ConvBNAct, DepthwiseSeparable, InvertedResidual, make_divisible
+from .specs import Family, get_family
+
+__all__ = ["TAPS", "Backbone", "FeatureSpec", "build_backbone"]
+
+TAPS = ("c3", "c4", "c4_exp", "c5")
+
+
+class FeatureSpec(NamedTuple):
+    channels: int
+    stride: int
+
+
+class _BlockPlan(NamedTuple):
+    kind: str
+    in_ch: int
+    exp: int
+    out: int
+    kernel: int | tuple[int, ...]
+    stride: int
+    dilation: int
+    act: str
+    se: int
+    groups: tuple[int, int]
+    out_stride: int  # nominal stride after the block (before dilation)
+    plain_stride: int  # the block's own stride in the undilated network
+
+
+def _plan(fam: Family, width_mult: float, reduced_tail: bool, output_stride: int):
+    """Expand the family's rows into per-block channel / stride settings."""
+    w = width_mult * fam.width
+    rows = [(row, i == 0) for row in fam.rows for i in range(row.repeat)]
+    # The stride-32 stage: from the last block that strides to 32 to the end.
+    stride, last_stage_start = 2, None
+    for idx, (row, first) in enumerate(rows):
+        s = row.stride if first else 1
+        if s == 2 and stride * 2 == 32:
+            last_stage_start = idx
+        stride *= s
+    assert last_stage_start is not None, fam.name
+
+    stem = make_divisible(fam.stem * w)
+    plans, in_ch, stride = [], stem, 2
+    for idx, (row, first) in enumerate(rows):
+        tail = idx >= last_stage_start
+        # reduced_tail (MobileNetV3 sec. 6.3, torchvision's `reduced_tail`): halve the layers between
+        # C4 and C5. The first tail block keeps its expansion (that is C4 itself); only its output halves.
+        div = 2 if reduced_tail and tail else 1
+        out = make_divisible(row.out // div * w)
+        if row.kind == "ds":
+            exp = in_ch
+        elif fam.exp_mode == "absolute":
+            exp = make_divisible((row.exp if idx == last_stage_start else row.exp // div) * w)
+        else:
+            exp = make_divisible(in_ch * row.exp) if row.exp != 1 else in_ch
+        s = plain = row.stride if first else 1
+        nominal = stride * s
+        dilation = 1
+        if output_stride == 16 and tail:
+            # Atrous last stage (DeepLab; torchvision `dilated=True`): no stride, dilation 2 throughout.
+            s, dilation = 1, 2
+        if not row.se:
+            se = 0
+        elif fam.se_rule == "v3":
+            se = make_divisible(exp // 4)
+        else:  # MixNet / timm: a fraction of the block input, computed from the expansion
+            se = round(exp * row.se / row.exp)
+        plans.append(
+            _BlockPlan(
+                row.kind, in_ch, exp, out, row.kernel, s, dilation, row.act, se, row.groups, nominal, plain
+            )
+        )
+        in_ch, stride = out, nominal
+    return stem, plans, last_stage_start
+
+
+class Backbone(nn.Module):
+    """A MobileNet-family feature extractor.
+
+    forward(images [N, 3, H, W]) -> {tap: [N, C, H / stride, W / stride]} for the requested taps
+    (spatial sizes round up for odd inputs, as a stride-2 conv with "same" padding does).
+    `output_shape()` declares {tap: FeatureSpec(channels, stride)} at construction.
+    Layers after the last requested tap are not built.
+    """
+
+    def __init__(
+        self,
+        family: Family,
+        *,
+        taps: Sequence[str] = ("c4_exp", "c5"),
+        width_mult: float = 1.0,
+        reduced_tail: bool = False,
+        output_stride: int = 32,
+        split: str = "equal",
+    ) -> None:
+        super().__init__()
+        taps = tuple(taps)
+        bad = [t for t in taps if t not in TAPS]
+        if bad or not taps:
+            raise ValueError(f"unknown tap(s) {bad or taps!r} for {family.name}; valid taps: {list(TAPS)}")
+        if output_stride not in (16, 32):
+            raise ValueError(f"output_stride must be 16 or 32, got {output_stride}")
+        if width_mult <= 0:
+            raise ValueError(f"width_mult must be positive, got {width_mult}")
+        self.family = family
+        self.taps = taps
+        self.width_mult = width_mult
+        self.reduced_tail = reduced_tail
+        self.output_stride = output_stride
+
+        norm = partial(nn.BatchNorm2d, eps=family.bn_eps, momentum=family.bn_momentum)
+        stem, plans, tail_start = _plan(family, width_mult, reduced_tail, output_stride)
+
+        # Where each tap comes from: block index (output) or the expansion of block `tail_start`.
+        def real_stride(nominal: int) -> int:
+            return min(nominal, output_stride)
+
+        c3 = max(i for i, p in enumerate(plans) if p.out_stride == 8)
+        c4 = max(i for i, p in enumerate(plans) if p.out_stride == 16)
+        has_exp = plans[tail_start].kind == "ir"
+        self._out_taps: dict[int, list[str]] = {}
+        self._exp_block = tail_start if has_exp else -1
+        specs: dict[str, FeatureSpec] = {}
+        needed = -1  # last block index needed
+        for tap in taps:
+            if tap == "c3":
+                self._out_taps.setdefault(c3, []).append(tap)
+                specs[tap] = FeatureSpec(plans[c3].out, 8)
+                needed = max(needed, c3)
+            elif tap == "c4" or (tap == "c4_exp" and not has_exp):
+                self._out_taps.setdefault(c4, []).append(tap)
+                specs[tap] = FeatureSpec(plans[c4].out, 16)
+                needed = max(needed, c4)
+            elif tap == "c4_exp":
+                specs[tap] = FeatureSpec(plans[tail_start].exp, 16)
+                needed = max(needed, tail_start)
+            else:  # c5
+                needed = len(plans) - 1
+        self._expansion_only = "c5" not in taps and needed == tail_start and has_exp
+
+        self.stem = ConvBNAct(3, stem, 3, stride=2, act=family.stem_act, norm=norm)
+        blocks = []
+        for i, p in enumerate(plans[: needed + 1]):
+            if p.kind == "ds":
+                blk = DepthwiseSeparable(
+                    p.in_ch,
+                    p.out,
+                    p.kernel,
+                    stride=p.stride,
+                    dilation=p.dilation,
+                    act=p.act,
+                    pw_act=family.ds_pw_act,
+                    skip=family.ds_skip,
+                    norm=norm,
+                )
+            else:
+                blk = InvertedResidual(
+                    p.in_ch,
+                    p.exp,
+                    p.out,
+                    p.kernel,
+                    stride=p.stride,
+                    dilation=p.dilation,
+                    act=p.act,
+                    se_channels=p.se,
+                    se_act=p.act if family.se_act == "block" else family.se_act,
+                    se_gate=family.se_gate,
+                    expand_groups=p.groups[0],
+                    project_groups=p.groups[1],
+                    norm=norm,
+                    split=split,
+                    residual=p.plain_stride == 1,
+                )
+            if i == tail_start and self._expansion_only:
+                # Only the expansion of this block is needed: drop the rest so it is not built.
+                blk.dw = blk.se = blk.project = None
+            blocks.append(blk)
+        self.blocks = nn.ModuleList(blocks)
+
+        self.last_conv = None
+        if "c5" in taps:
+            if family.last_conv is None:
+                c5 = FeatureSpec(plans[-1].out, real_stride(32))
+            else:
+                base = family.last_conv // (2 if reduced_tail else 1)
+                if family.last_conv_rule == "v2":  # torchvision: only widened, never narrowed
+                    ch = make_divisible(base * max(1.0, width_mult * family.width))
+                elif family.last_conv_rule == "v3":  # torchvision: 6 x the last block's width
+                    ch = 6 * plans[-1].out
+                else:
+                    ch = base
+                self.last_conv = ConvBNAct(plans[-1].out, ch, 1, act=family.last_act, norm=norm)
+                c5 = FeatureSpec(ch, real_stride(32))
+            specs["c5"] = c5
+        self._specs = {t: specs[t] for t in taps}
+        self._c5_from_block = family.last_conv is None and "c5" in taps
+
+    def output_shape(self) -> dict[str, FeatureSpec]:
+        """{tap: FeatureSpec(channels, stride)} in the order the taps were requested."""
+        return dict(self._specs)
+
+    @property
+    def channels(self) -> dict[str, int]:
+        return {k: v.channels for k, v in self._specs.items()}
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        feats: dict[str, Tensor] = {}
+        x = self.stem(x)
+        for i, blk in enumerate(self.blocks):
+            if i == self._exp_block:
+                e = blk.forward_expansion(x)
+                if "c4_exp" in self._specs:
+                    feats["c4_exp"] = e
+                if self._expansion_only:
+                    break
+                x = blk.forward_rest(x, e)
+            else:
+                x = blk(x)
+            for tap in self._out_taps.get(i, ()):
+                feats[tap] = x
+        if self.last_conv is not None:
+            feats["c5"] = self.last_conv(x)
+        elif self._c5_from_block:
+            feats["c5"] = x
+        return {t: feats[t] for t in self.taps}
+
+
+def build_backbone(
+    name: str,
+    *,
+    taps: Sequence[str] = ("c4_exp", "c5"),
+    width_mult: float = 1.0,
+    reduced_tail: bool = False,
+    output_stride: int = 32,
+    weights: str | None = None,
+    split: str = "equal",
+) -> Backbone:
+    """Build a backbone by name: "v1", "v2", "v3_large", "v3_small", "mixnet_s", "mixnet_m", "mixnet_l".
+
+    Args:
+        taps: feature taps to return, any of "c3", "c4", "c4_exp", "c5".
+        width_mult: the width multiplier alpha (MobileNetV1 sec. 3.3), applied to every layer.
+        reduced_tail: halve the channels between C4 and C5 (MobileNetV3 sec. 6.3, "RF2").
+        output_stride: 32, or 16 to dilate the last stage instead of striding it.
+        weights: path to an ImageNet checkpoint (torchvision's for V2 / V3, timm's for V1 / MixNet, or
+            one saved by dense) loaded into the built layers.
+        split: MDConv channel split, "equal" or "exponential" (MixNet only).
+    """
+    backbone = Backbone(
+        get_family(name),
+        taps=taps,
+        width_mult=width_mult,
+        reduced_tail=reduced_tail,
+        output_stride=output_stride,
+        split=split,
+    )
+    if weights is not None:
+        from dense.weights import load_backbone_weights
+
+        load_backbone_weights(backbone, name, weights)
+    return backbone

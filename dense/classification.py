@@ -1,0 +1,92 @@
+"""ImageNet classifiers of the backbones (each paper's last stage), for pretraining and for
+checking the architectures against the papers and the peers."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from dense.backbones.mobilenet import Backbone, build_backbone
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Classifier", "ClassifierHead", "build_classifier"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ClassifierHead(nn.Module):
+    """Global average pool then either fc ("linear": V1, V2, MixNet) or fc-hswish-dropout-fc
+    ("v3": MobileNetV3 sec. 5.4, the 1280 / 1024-wide layer without BN). [N, C, h, w] -> [N, K]."""
+
+    def __init__(self, in_channels: int, num_classes: int, *, kind: str, hidden: int | None, dropout: float):
+        super().__init__()
+        self.kind = kind
+        if kind == "v3":
+            self.fc1 = nn.Linear(in_channels, hidden)
+            self.act = nn.Hardswish(inplace=True)
+            self.dropout = nn.Dropout(dropout)
+            self.fc2 = nn.Linear(hidden, num_classes)
+        else:
+            self.dropout = nn.Dropout(dropout)
+            self.fc = nn.Linear(in_channels, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.flatten(x.mean((2, 3)), 1)
+        if self.kind == "v3":
+            return self.fc2(self.dropout(self.act(self.fc1(x))))
+        return self.fc(self.dropout(x))
+
+
+class Classifier(nn.Module):
+    """images [N, 3, H, W] float in [0, 1] -> logits [N, num_classes]. Normalises inside with
+    ImageNet mean / std (what torchvision's and timm's weights expect), so no outside preprocessing."""
+
+    def __init__(self, backbone: Backbone, num_classes: int = 1000, *, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        super().__init__()
+        if "c5" not in backbone.output_shape():
+            raise ValueError("a classifier needs a backbone built with the 'c5' tap")
+        fam = backbone.family
+        hidden = None
+        if fam.head == "v3":
+            from dense.backbones.blocks import make_divisible
+
+            base = fam.head_hidden // (2 if backbone.reduced_tail else 1)
+            hidden = make_divisible(base * backbone.width_mult * fam.width)  # as torchvision
+        self.backbone = backbone
+        self.head = ClassifierHead(
+            backbone.output_shape()["c5"].channels,
+            num_classes,
+            kind=fam.head,
+            hidden=hidden,
+            dropout=fam.dropout,
+        )
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.num_classes = num_classes
+
+    def forward_features(self, images: Tensor) -> Tensor:
+        """images in [0, 1] -> C5 features [N, C, H / 32, W / 32]."""
+        return self.backbone((images - self.mean) / self.std)["c5"]
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.forward_features(images))
+
+
+def build_classifier(
+    backbone: str,
+    *,
+    num_classes: int = 1000,
+    width_mult: float = 1.0,
+    reduced_tail: bool = False,
+    output_stride: int = 32,
+    split: str = "equal",
+) -> Classifier:
+    bb = build_backbone(
+        backbone,
+        taps=("c5",),
+        width_mult=width_mult,
+        reduced_tail=reduced_tail,
+        output_stride=output_stride,
+        split=split,
+    )
+    return Classifier(bb, num_classes)
