@@ -1,8 +1,23 @@
-"""dense: mobile dense-prediction models (MobileNet V1/V2/V3, MixNet; SSDLite; R-ASPP / LR-ASPP)."""
+"""dense: mobile dense-prediction models (MobileNet V1/V2/V3, MixNet; SSDLite; R-ASPP / LR-ASPP).
 
-from dense.backbones import build_backbone
-from dense.build import build_model
-from dense.weights import from_timm, from_torchvision
+The public names are imported lazily so that light tools (scoring, data generation) start without
+importing torch.
+"""
+
+from importlib import import_module
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "build_backbone", "build_model", "from_timm", "from_torchvision"]
+
+_LAZY = {
+    "build_backbone": "dense.backbones",
+    "build_model": "dense.build",
+    "from_timm": "dense.weights",
+    "from_torchvision": "dense.weights",
+}
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dense' has no attribute {name!r}")

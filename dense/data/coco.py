@@ -1,0 +1,434 @@
+"""COCO-format detection data set (torch ``Dataset``) with annotation validation.
+
+What it does with the annotation file, and why:
+
+- category ids (any integers, contiguous or not) map to contiguous labels ``1..K`` in id order;
+  ``0`` is the background inside the model. ``label_to_cat_id`` / ``cat_id_to_label`` map both
+  ways, so predictions are written back with the dataset's own ids for COCO scoring.
+- crowd annotations (``iscrowd=1``) are left out of the training targets; evaluation scores
+  against the original annotation file, where COCOeval treats them as "ignore" regions.
+- boxes ``[x, y, w, h]`` become ``xyxy`` pixels clipped to the image; boxes that are degenerate
+  after clipping (width or height <= ``min_box_size``) are dropped and counted.
+- an annotation naming an unknown image or category is an error at load time (the file is wrong,
+  training on it would silently learn garbage).
+- a missing or unreadable image is skipped in training (``__getitem__`` returns ``None``, the
+  collate function drops it, the file is recorded in :meth:`CocoDetection.skipped_files`) and is an
+  error in evaluation (a score on a subset would be wrong without anyone noticing).
+- pixels are used as stored (no EXIF rotation: COCO boxes refer to the stored pixel grid);
+  grayscale, RGBA, palette and 16-bit images become 8-bit RGB.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import weakref
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+__all__ = [
+    "CocoAnnotationError",
+    "CocoDetection",
+    "ImageReadError",
+    "collate_detection",
+    "load_rgb",
+    "scale_boxes",
+]
+
+log = logging.getLogger(__name__)
+
+
+class CocoAnnotationError(ValueError):
+    """The annotation file is malformed or inconsistent (message names the file and the ids)."""
+
+
+class ImageReadError(OSError):
+    """An image file is missing or cannot be decoded (message names the file)."""
+
+
+def _ids_text(ids: Sequence[Any], limit: int = 10) -> str:
+    shown = ", ".join(str(i) for i in list(ids)[:limit])
+    more = f" ... ({len(ids)} in all)" if len(ids) > limit else ""
+    return f"[{shown}{more}]"
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as stored (no EXIF rotation) and return uint8 RGB ``[H, W, 3]``.
+
+    Grayscale (``L``, ``1``), grayscale + alpha, RGBA (alpha dropped, colour as stored), palette,
+    CMYK and 16-bit / 32-bit integer or float images are converted to 8-bit RGB; 16-bit values are
+    scaled by 255 / 65535 (so the full 16-bit range maps to the full 8-bit range).
+
+    Raises:
+        ImageReadError: the file is missing or cannot be decoded (truncated, not an image).
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now, so truncated files fail here and not later
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+                # 16-bit grayscale (PNG 16-bit opens as I;16 or I depending on Pillow).
+                arr = np.asarray(im).astype(np.float64)
+                arr = np.clip(arr, 0, 65535) * (255.0 / 65535.0)
+                gray = np.rint(arr).astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=2)
+            if mode == "F":
+                arr = np.asarray(im, dtype=np.float64)
+                if np.nanmax(arr, initial=0.0) <= 1.0:  # float images in [0, 1]
+                    arr = arr * 255.0
+                gray = np.rint(np.clip(np.nan_to_num(arr), 0, 255)).astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=2)
+            if mode == "P" and "transparency" in im.info:
+                im = im.convert("RGBA")  # Pillow wants palette transparency resolved via RGBA
+            rgb = im if im.mode == "RGB" else im.convert("RGB")
+            return np.asarray(rgb, dtype=np.uint8).copy()
+    except FileNotFoundError as e:
+        raise ImageReadError(f"image file not found: {path}") from e
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise ImageReadError(f"cannot read image {path}: {e}") from e
+
+
+def scale_boxes(boxes: torch.Tensor, from_hw: Sequence[int], to_hw: Sequence[int]) -> torch.Tensor:
+    """Rescale xyxy pixel boxes ``[M, 4]`` from an image of size ``from_hw`` to ``to_hw`` (h, w).
+
+    Used to map predictions on the resized network input back to the original image for COCO
+    scoring (the eval transform is a plain resize).
+    """
+    sy = float(to_hw[0]) / float(from_hw[0])
+    sx = float(to_hw[1]) / float(from_hw[1])
+    scale = torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype, device=boxes.device)
+    return boxes * scale
+
+
+def _to_chw_float(image: Any) -> torch.Tensor:
+    """HWC uint8 numpy / CHW tensor (uint8 or float) -> float32 CHW tensor in [0, 1]."""
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3:
+            raise ValueError(f"expected an HWC image, got shape {image.shape}")
+        t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    elif isinstance(image, torch.Tensor):
+        t = image
+    else:
+        raise TypeError(f"transform returned an image of type {type(image).__name__}")
+    if t.dtype == torch.uint8:
+        return t.float().div_(255.0)
+    return t.float()
+
+
+class CocoDetection(Dataset):
+    """COCO-format detection data set.
+
+    Args:
+        image_dir: directory holding the images (``file_name`` entries are relative to it).
+        ann_file: COCO instances JSON file.
+        transform: albumentations-style callable ``transform(image=HWC uint8, bboxes=[M, 4] xyxy
+            pixels, labels=[M]) -> dict(image, bboxes, labels)``, e.g. from
+            :func:`dense.data.det_transforms.build_detection_transform`. ``None``: no resize.
+        train: training mode: unreadable images are skipped (``None``) instead of raising, and
+            images without (non-crowd) boxes follow ``keep_empty``.
+        keep_empty: in training, keep images with no usable box (pure background samples).
+            Evaluation always keeps every image, because COCOeval scores all images in the file.
+        min_box_size: boxes whose width or height after clipping is <= this (px) are dropped.
+
+    A sample is ``{"image": float32 [3, H, W] in [0, 1], "target": {"boxes": float32 [M, 4] xyxy
+    pixels of the transformed image, "labels": int64 [M] in 1..K, "image_id": int,
+    "orig_size": (h, w)}}``, or ``None`` for a skipped image in training mode.
+
+    Attributes:
+        cat_ids: dataset category ids, sorted; ``label_to_cat_id`` / ``cat_id_to_label`` map
+            contiguous labels 1..K <-> category ids; ``class_names[label]`` (index 0 is
+            ``"__background__"``); ``num_classes`` = K + 1 (with background).
+        image_ids: image ids in sample order.
+        num_degenerate_boxes / degenerate_annotation_ids: boxes dropped after clipping.
+        num_crowd: crowd annotations left out of the targets.
+    """
+
+    def __init__(
+        self,
+        image_dir: str | os.PathLike,
+        ann_file: str | os.PathLike,
+        *,
+        transform: Callable[..., dict[str, Any]] | None = None,
+        train: bool = True,
+        keep_empty: bool = True,
+        min_box_size: float = 1.0,
+    ) -> None:
+        self.image_dir = Path(image_dir)
+        self.ann_file = Path(ann_file)
+        self.transform = transform
+        self.train = train
+        self.keep_empty = keep_empty
+        self.min_box_size = float(min_box_size)
+
+        data = self._read_json(self.ann_file)
+        self._build_categories(data)
+        self._build_index(data)
+        self._skip_log: str | None = None
+        self._skipped_local: list[str] = []
+        if train:
+            # DataLoader workers are separate processes: they append to a shared log file so the
+            # main process can report skipped images (an in-memory list would stay in the worker).
+            fd, self._skip_log = tempfile.mkstemp(prefix="dense-coco-skipped-", suffix=".txt")
+            os.close(fd)
+            self._finalizer = weakref.finalize(self, _remove_file, self._skip_log, os.getpid())
+
+    # ---------------------------------------------------------------------------------------------
+    # loading and validation
+    # ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _read_json(path: Path) -> dict[str, Any]:
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"COCO annotation file not found: {path}") from e
+        except json.JSONDecodeError as e:
+            raise CocoAnnotationError(f"{path}: not valid JSON: {e}") from e
+        if not isinstance(data, dict):
+            raise CocoAnnotationError(f"{path}: expected a JSON object with images/annotations/categories")
+        missing = [k for k in ("images", "categories") if k not in data]
+        if missing:
+            raise CocoAnnotationError(f"{path}: missing top-level key(s) {missing}")
+        data.setdefault("annotations", [])  # image-info files (test-dev) have no annotations
+        return data
+
+    def _build_categories(self, data: dict[str, Any]) -> None:
+        cats = data["categories"]
+        ids = [c.get("id") for c in cats]
+        if any(not isinstance(i, int) for i in ids):
+            raise CocoAnnotationError(f"{self.ann_file}: category ids must be integers, got {ids}")
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise CocoAnnotationError(f"{self.ann_file}: duplicate category ids {dup}")
+        if not cats:
+            raise CocoAnnotationError(f"{self.ann_file}: no categories")
+        by_id = {c["id"]: c for c in cats}
+        self.cat_ids: list[int] = sorted(by_id)
+        self.cat_id_to_label: dict[int, int] = {cid: i + 1 for i, cid in enumerate(self.cat_ids)}
+        self.label_to_cat_id: dict[int, int] = {v: k for k, v in self.cat_id_to_label.items()}
+        self.class_names: list[str] = ["__background__"] + [
+            str(by_id[c].get("name", c)) for c in self.cat_ids
+        ]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes including the background (K + 1)."""
+        return len(self.cat_ids) + 1
+
+    def _build_index(self, data: dict[str, Any]) -> None:
+        f = self.ann_file
+        images = data["images"]
+        img_by_id: dict[int, dict[str, Any]] = {}
+        for im in images:
+            for key in ("id", "file_name", "width", "height"):
+                if key not in im:
+                    raise CocoAnnotationError(f"{f}: image entry {im.get('id', im)} has no '{key}'")
+            if im["id"] in img_by_id:
+                raise CocoAnnotationError(f"{f}: duplicate image id {im['id']}")
+            img_by_id[im["id"]] = im
+
+        bad_image = [a.get("id") for a in data["annotations"] if a.get("image_id") not in img_by_id]
+        if bad_image:
+            raise CocoAnnotationError(
+                f"{f}: {len(bad_image)} annotation(s) name an image id that is not in 'images': "
+                f"annotation ids {_ids_text(bad_image)}"
+            )
+        bad_cat = [
+            a.get("id") for a in data["annotations"] if a.get("category_id") not in self.cat_id_to_label
+        ]
+        if bad_cat:
+            raise CocoAnnotationError(
+                f"{f}: {len(bad_cat)} annotation(s) name a category id that is not in 'categories' "
+                f"(valid: {self.cat_ids}): annotation ids {_ids_text(bad_cat)}"
+            )
+        no_box = [a.get("id") for a in data["annotations"] if len(a.get("bbox") or []) != 4]
+        if no_box:
+            raise CocoAnnotationError(
+                f"{f}: annotation(s) without a 4-number 'bbox': ids {_ids_text(no_box)}"
+            )
+
+        per_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for a in data["annotations"]:
+            per_image[a["image_id"]].append(a)
+
+        self.num_crowd = 0
+        self.degenerate_annotation_ids: list[Any] = []
+        self._records: list[dict[str, Any]] = []
+        num_empty_dropped = 0
+        for im in images:
+            w, h = float(im["width"]), float(im["height"])
+            boxes, labels = [], []
+            for a in per_image.get(im["id"], []):
+                if a.get("iscrowd", 0):
+                    self.num_crowd += 1
+                    continue
+                x, y, bw, bh = (float(v) for v in a["bbox"])
+                x0, y0 = min(max(x, 0.0), w), min(max(y, 0.0), h)
+                x1, y1 = min(max(x + bw, 0.0), w), min(max(y + bh, 0.0), h)
+                if x1 - x0 <= self.min_box_size or y1 - y0 <= self.min_box_size:
+                    self.degenerate_annotation_ids.append(a.get("id"))
+                    continue
+                boxes.append((x0, y0, x1, y1))
+                labels.append(self.cat_id_to_label[a["category_id"]])
+            if self.train and not self.keep_empty and not boxes:
+                num_empty_dropped += 1
+                continue
+            self._records.append(
+                {
+                    "image_id": im["id"],
+                    "file_name": im["file_name"],
+                    "size": (int(im["height"]), int(im["width"])),
+                    "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+                    "labels": np.asarray(labels, dtype=np.int64),
+                }
+            )
+        self.image_ids: list[int] = [r["image_id"] for r in self._records]
+        self.num_empty_dropped = num_empty_dropped
+        if self.degenerate_annotation_ids:
+            log.warning(
+                "%s: dropped %d box(es) that are degenerate after clipping to the image (w or h <= %g px): "
+                "annotation ids %s",
+                f,
+                self.num_degenerate_boxes,
+                self.min_box_size,
+                _ids_text(self.degenerate_annotation_ids),
+            )
+        log.info(
+            "%s: %d images (%d without boxes dropped), %d categories, %d crowd annotations ignored",
+            f,
+            len(self._records),
+            num_empty_dropped,
+            len(self.cat_ids),
+            self.num_crowd,
+        )
+
+    @property
+    def num_degenerate_boxes(self) -> int:
+        return len(self.degenerate_annotation_ids)
+
+    # ---------------------------------------------------------------------------------------------
+    # skipped images (train mode)
+    # ---------------------------------------------------------------------------------------------
+    def _record_skip(self, file_name: str, reason: str) -> None:
+        self._skipped_local.append(file_name)
+        log.warning("skipping unreadable image (%s)", reason)
+        if self._skip_log is not None:
+            # O_APPEND writes of one short line are atomic across processes.
+            with open(self._skip_log, "a") as fh:
+                fh.write(file_name.replace("\n", " ") + "\n")
+
+    def skipped_files(self) -> list[str]:
+        """Sorted unique file names skipped since the last :meth:`reset_skipped`, from all workers."""
+        names = set(self._skipped_local)
+        if self._skip_log is not None and os.path.exists(self._skip_log):
+            with open(self._skip_log) as fh:
+                names.update(line.rstrip("\n") for line in fh if line.strip())
+        return sorted(names)
+
+    def reset_skipped(self) -> None:
+        """Forget skipped files (call at the start of an epoch)."""
+        self._skipped_local.clear()
+        if self._skip_log is not None and os.path.exists(self._skip_log):
+            open(self._skip_log, "w").close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_finalizer", None)  # only the creating process removes the log file
+        return state
+
+    # ---------------------------------------------------------------------------------------------
+    # samples
+    # ---------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def image_path(self, index: int) -> Path:
+        return self.image_dir / self._records[index]["file_name"]
+
+    def annotation(self, index: int) -> dict[str, Any]:
+        """The untransformed target of sample ``index``: boxes [M, 4] xyxy (numpy), labels [M]."""
+        r = self._records[index]
+        return {
+            "image_id": r["image_id"],
+            "boxes": r["boxes"].copy(),
+            "labels": r["labels"].copy(),
+            "orig_size": r["size"],
+        }
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        r = self._records[index]
+        path = self.image_dir / r["file_name"]
+        try:
+            image = load_rgb(path)
+            if image.shape[:2] != r["size"]:
+                raise ImageReadError(
+                    f"image {path} is {image.shape[1]}x{image.shape[0]} (w x h) but {self.ann_file} says "
+                    f"{r['size'][1]}x{r['size'][0]}"
+                )
+        except ImageReadError as e:
+            if not self.train:
+                raise
+            self._record_skip(r["file_name"], str(e))
+            return None
+
+        boxes, labels = r["boxes"], r["labels"]
+        if self.transform is not None:
+            out = self.transform(image=image, bboxes=boxes, labels=labels)
+            image_t = _to_chw_float(out["image"])
+            boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
+            labels = np.asarray(out["labels"], dtype=np.int64).reshape(-1)
+        else:
+            image_t = _to_chw_float(image)
+        return {
+            "image": image_t,
+            "target": {
+                "boxes": torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
+                "labels": torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64)),
+                "image_id": int(r["image_id"]),
+                "orig_size": r["size"],
+            },
+        }
+
+
+def _remove_file(path: str, owner_pid: int) -> None:
+    # Forked DataLoader workers inherit the finalizer: only the creating process deletes the log.
+    if os.getpid() != owner_pid:
+        return
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def collate_detection(
+    batch: Sequence[dict[str, Any] | None],
+) -> tuple[torch.Tensor, list[dict[str, Any]]] | None:
+    """Collate detection samples, dropping ``None`` (skipped) entries.
+
+    Returns:
+        ``(images [N, 3, H, W] float32, targets)`` with one target dict per image, or ``None`` when
+        every sample of the batch was skipped (the training loop should skip that step).
+
+    Raises:
+        ValueError: images of different sizes (use a transform that resizes).
+    """
+    samples = [s for s in batch if s is not None]
+    if not samples:
+        return None
+    shapes = {tuple(s["image"].shape) for s in samples}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"cannot stack images of different sizes {sorted(shapes)}: resize them in the transform"
+        )
+    images = torch.stack([s["image"] for s in samples])
+    return images, [s["target"] for s in samples]
