@@ -121,3 +121,22 @@ def test_width_multiplier_scales_every_layer():
     m = build_backbone("mixnet_m", taps=("c4",), width_mult=1.3).state_dict()
     lg = build_backbone("mixnet_l", taps=("c4",)).state_dict()
     assert {k: v.shape for k, v in m.items()} == {k: v.shape for k, v in lg.items()}
+
+
+@pytest.mark.parametrize("name", ["mixnet_s", "v3_small", "v1"])
+def test_fuse_batchnorm_keeps_outputs(name):
+    from dense.backbones.blocks import fuse_batchnorm
+    from dense.classification import build_classifier
+    from tests.conftest import randomize_bn
+
+    model = randomize_bn(build_classifier(name))
+    with pytest.raises(RuntimeError, match="eval mode"):
+        fuse_batchnorm(model)
+    model.eval()
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        before = model(x)
+        fuse_batchnorm(model)
+        after = model(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert ((before - after).abs().max() / before.abs().max()) < 1e-5

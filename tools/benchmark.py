@@ -11,6 +11,7 @@ both alike; the ratio (dense / peer, < 1 is faster) is the figure to read, not t
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -23,6 +24,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dense.backbones.blocks import fuse_batchnorm  # noqa: E402
 from dense.classification import build_classifier  # noqa: E402
 from dense.complexity import count_madds, count_params  # noqa: E402
 from dense.papers import CLASSIFIERS  # noqa: E402
@@ -121,7 +123,7 @@ def time_pair(a, b, xa, xb, *, iters: int, warmup: int) -> tuple[float, float]:
 def speed_table(names: list[str], *, threads: int, size: int, iters: int, warmup: int) -> list[dict]:
     torch.set_num_threads(threads)
     table = Table(title=f"CPU latency, batch 1, {size}x{size}, {threads} threads, eval (median of {iters})")
-    for col in ("model", "peer", "dense ms", "peer ms", "dense / peer"):
+    for col in ("model", "peer", "dense ms", "peer ms", "dense / peer", "fused ms", "fused / peer"):
         table.add_column(col, justify="right")
     rows = []
     x = torch.rand(1, 3, size, size)
@@ -131,11 +133,29 @@ def speed_table(names: list[str], *, threads: int, size: int, iters: int, warmup
     for name in names:
         ours, peer = build_classifier(name).eval(), build_peer(name).eval()
         td, tp = time_pair(ours, peer, x, xn, iters=iters, warmup=warmup)
+        # dense's inference path: BatchNorm folded into the convolutions (fuse_batchnorm)
+        tf, tp2 = time_pair(fuse_batchnorm(copy.deepcopy(ours)), peer, x, xn, iters=iters, warmup=warmup)
         lib, peer_name = PEERS[name]
         rows.append(
-            dict(model=name, peer=f"{lib}:{peer_name}", dense_ms=td * 1e3, peer_ms=tp * 1e3, ratio=td / tp)
+            dict(
+                model=name,
+                peer=f"{lib}:{peer_name}",
+                dense_ms=td * 1e3,
+                peer_ms=tp * 1e3,
+                ratio=td / tp,
+                fused_ms=tf * 1e3,
+                fused_ratio=tf / tp2,
+            )
         )
-        table.add_row(name, f"{lib}:{peer_name}", f"{td * 1e3:.2f}", f"{tp * 1e3:.2f}", f"{td / tp:.3f}")
+        table.add_row(
+            name,
+            f"{lib}:{peer_name}",
+            f"{td * 1e3:.2f}",
+            f"{tp * 1e3:.2f}",
+            f"{td / tp:.3f}",
+            f"{tf * 1e3:.2f}",
+            f"{tf / tp2:.3f}",
+        )
     console.print(table)
     return rows
 

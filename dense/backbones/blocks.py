@@ -21,6 +21,7 @@ __all__ = [
     "InvertedResidual",
     "MixConv",
     "SqueezeExcite",
+    "fuse_batchnorm",
     "make_activation",
     "make_divisible",
     "split_channels",
@@ -316,3 +317,33 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_rest(x, self.forward_expansion(x))
+
+
+@torch.no_grad()
+def fuse_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm of a ConvBNAct into its convolution, in place, for inference.
+
+    The outputs stay the same up to float rounding (eval mode only: the batch statistics of training
+    are gone), and each fused layer saves one pass over its feature map. Returns `model`.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if model.training:
+        raise RuntimeError("fuse_batchnorm needs a model in eval mode (call model.eval() first)")
+    for m in model.modules():
+        if not (isinstance(m, ConvBNAct) and isinstance(m[1], nn.BatchNorm2d)):
+            continue
+        conv, bn = m[0], m[1]
+        if isinstance(conv, nn.Conv2d):
+            m[0] = fuse_conv_bn_eval(conv, bn)
+        else:  # MixConv: fold the slice of the BN that belongs to each group's conv
+            start = 0
+            for i, c in enumerate(conv.convs):
+                end = start + c.out_channels
+                part = nn.BatchNorm2d(c.out_channels, eps=bn.eps).eval()
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(part, name).copy_(getattr(bn, name)[start:end])
+                conv.convs[i] = fuse_conv_bn_eval(c, part)
+                start = end
+        m[1] = nn.Identity()
+    return model
