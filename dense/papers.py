@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["CLASSIFIERS", "PaperRow"]
+__all__ = ["CLASSIFIERS", "SSDLITE", "TORCHVISION_SSDLITE_PARAMS", "DetectionRow", "PaperRow"]
 
 
 class PaperRow(NamedTuple):
@@ -32,3 +32,27 @@ CLASSIFIERS = (
     PaperRow("mixnet_m", 1.0, 224, 5.0, 360, "MixConv Table 2"),
     PaperRow("mixnet_l", 1.0, 224, 7.3, 565, "MixConv Table 2"),
 )
+
+
+class DetectionRow(NamedTuple):
+    backbone: str
+    width_mult: float
+    reduced_tail: bool
+    params_m: float
+    madds_b: float  # billions of multiply-adds at 320x320
+    coco_map: float
+    source: str
+
+
+# SSDLite on COCO, 320x320, 91 classes, "tf" anchors (MobileNetV3 Table 6).
+SSDLITE = (
+    DetectionRow("v3_large", 1.0, True, 3.22, 0.51, 22.0, "MobileNetV3 Table 6"),
+    DetectionRow("v3_large", 1.0, False, 4.97, 0.62, 22.0, "MobileNetV3 Table 6"),
+    DetectionRow("v3_small", 1.0, True, 1.77, 0.16, 16.1, "MobileNetV3 Table 6"),
+    DetectionRow("v3_small", 1.0, False, 2.49, 0.21, 16.0, "MobileNetV3 Table 6"),
+    DetectionRow("v2", 1.0, False, 4.3, 0.80, 22.1, "MobileNetV3 Table 6"),
+    DetectionRow("v1", 1.0, False, 5.1, 1.3, 22.2, "MobileNetV3 Table 6"),
+    DetectionRow("v2", 0.5, False, 1.54, 0.27, 16.6, "MobileNetV3 Table 6"),
+    DetectionRow("v2", 0.35, False, 0.93, 0.16, 13.7, "MobileNetV3 Table 6"),
+)
+TORCHVISION_SSDLITE_PARAMS = 3_440_060  # ssdlite320_mobilenet_v3_large, "torchvision" anchors, reduced tail

@@ -110,6 +110,9 @@ class Backbone(nn.Module):
         reduced_tail: bool = False,
         output_stride: int = 32,
         split: str = "equal",
+        bn_eps: float | None = None,
+        bn_momentum: float | None = None,
+        scale_last_conv: bool = False,
     ) -> None:
         super().__init__()
         taps = tuple(taps)
@@ -126,7 +129,11 @@ class Backbone(nn.Module):
         self.reduced_tail = reduced_tail
         self.output_stride = output_stride
 
-        norm = partial(nn.BatchNorm2d, eps=family.bn_eps, momentum=family.bn_momentum)
+        norm = partial(
+            nn.BatchNorm2d,
+            eps=family.bn_eps if bn_eps is None else bn_eps,
+            momentum=family.bn_momentum if bn_momentum is None else bn_momentum,
+        )
         stem, plans, tail_start = _plan(family, width_mult, reduced_tail, output_stride)
 
         # Where each tap comes from: block index (output) or the expansion of block `tail_start`.
@@ -201,7 +208,9 @@ class Backbone(nn.Module):
                 c5 = FeatureSpec(plans[-1].out, real_stride(32))
             else:
                 base = family.last_conv // (2 if reduced_tail else 1)
-                if family.last_conv_rule == "v2":  # torchvision: only widened, never narrowed
+                if scale_last_conv:  # TF detection API: the width multiplier reaches the last conv too
+                    ch = make_divisible(base * width_mult * family.width)
+                elif family.last_conv_rule == "v2":  # torchvision / V2 paper: only widened, never narrowed
                     ch = make_divisible(base * max(1.0, width_mult * family.width))
                 elif family.last_conv_rule == "v3":  # torchvision: 6 x the last block's width
                     ch = 6 * plans[-1].out
@@ -252,6 +261,9 @@ def build_backbone(
     output_stride: int = 32,
     weights: str | None = None,
     split: str = "equal",
+    bn_eps: float | None = None,
+    bn_momentum: float | None = None,
+    scale_last_conv: bool = False,
 ) -> Backbone:
     """Build a backbone by name: "v1", "v2", "v3_large", "v3_small", "mixnet_s", "mixnet_m", "mixnet_l".
 
@@ -263,6 +275,10 @@ def build_backbone(
         weights: path to an ImageNet checkpoint (torchvision's for V2 / V3, timm's for V1 / MixNet, or
             one saved by dense) loaded into the built layers.
         split: MDConv channel split, "equal" or "exponential" (MixNet only).
+        bn_eps, bn_momentum: override the family's BatchNorm settings (SSDLite uses 1e-3 / 0.03).
+        scale_last_conv: apply width_mult to the conv before pooling as well. The V2 paper keeps it at
+            1280 for widths < 1 (classification); the TF detection models scale it (SSDLite V2 0.5 /
+            0.35 in MobileNetV3 Table 6). MixNet's 1536 is fixed unless this is set.
     """
     backbone = Backbone(
         get_family(name),
@@ -271,6 +287,9 @@ def build_backbone(
         reduced_tail=reduced_tail,
         output_stride=output_stride,
         split=split,
+        bn_eps=bn_eps,
+        bn_momentum=bn_momentum,
+        scale_last_conv=scale_last_conv,
     )
     if weights is not None:
         from dense.weights import load_backbone_weights

@@ -143,26 +143,61 @@ def from_torchvision(
     """
     from dense.classification import build_classifier
 
+    if name in TORCHVISION_TASK_MODELS:
+        return TORCHVISION_TASK_MODELS[name](_as_state_dict(state_dict_or_path, "torchvision", name))
     if name not in TORCHVISION_MODELS:
-        raise ValueError(f"unknown torchvision model {name!r}; supported: {sorted(TORCHVISION_MODELS)}")
+        supported = sorted([*TORCHVISION_MODELS, *TORCHVISION_TASK_MODELS])
+        raise ValueError(f"unknown torchvision model {name!r}; supported: {supported}")
     sd = _as_state_dict(state_dict_or_path, "torchvision", name)
-    what = f"torchvision {name}"
-    for tail in (False, True) if reduced_tail is None else (reduced_tail,):
-        model = build_classifier(
+
+    def build(tail: bool) -> nn.Module:
+        return build_classifier(
             TORCHVISION_MODELS[name],
             num_classes=_infer_classes(sd),
             width_mult=width_mult,
             reduced_tail=tail,
             output_stride=16 if dilated else 32,
         )
+
+    return _try_tails(
+        build, sd, f"torchvision {name}", tails=None if reduced_tail is None else (reduced_tail,)
+    )
+
+
+def _try_tails(build, sd: Mapping[str, Tensor], what: str, tails=None) -> nn.Module:
+    """Build with the full tail, then the reduced one, and keep the one the checkpoint fits."""
+    tails = tails or (False, True)
+    for tail in tails:
+        model = build(tail)
         try:
             mapped = map_ordered(sd, model.state_dict(), what=what)
-            break
         except WeightsError:
-            if tail or reduced_tail is not None:
+            if tail == tails[-1]:
                 raise
-    _load_mapped(model, mapped)
-    return model
+            continue
+        _load_mapped(model, mapped)
+        return model
+    raise AssertionError("unreachable")
+
+
+def _ssdlite320_mobilenet_v3_large(sd: Mapping[str, Tensor]) -> nn.Module:
+    """torchvision's SSDLite: "torchvision" anchors, 320x320, reduced tail unless it was trained from
+    an ImageNet backbone (both are accepted)."""
+    from dense.detection import build_detector
+
+    key = "head.classification_head.module_list.0.1.weight"
+    if key not in sd:
+        raise WeightsError(f"not an ssdlite320_mobilenet_v3_large state dict: '{key}' is missing")
+    num_classes = sd[key].shape[0] // 6  # 6 anchors per cell on the first map
+
+    def build(tail: bool) -> nn.Module:
+        return build_detector("v3_large", num_classes=num_classes, reduced_tail=tail, anchors="torchvision")
+
+    return _try_tails(build, sd, "torchvision ssdlite320_mobilenet_v3_large")
+
+
+# torchvision models of the tasks (detection, segmentation): name -> converter of a state dict
+TORCHVISION_TASK_MODELS = {"ssdlite320_mobilenet_v3_large": _ssdlite320_mobilenet_v3_large}
 
 
 def from_timm(name: str, state_dict_or_path) -> nn.Module:

@@ -1,0 +1,44 @@
+"""From raw SSD outputs to detections (torchvision's SSD postprocess, vectorised over classes)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms, clip_boxes_to_image
+
+from .box_coder import decode
+
+__all__ = ["postprocess"]
+
+
+def postprocess(
+    cls_logits: Tensor,
+    box_deltas: Tensor,
+    anchors: Tensor,
+    image_size: tuple[int, int],
+    *,
+    score_fn: str = "softmax",
+    score_thresh: float = 0.001,
+    topk_per_class: int = 300,
+    nms_thresh: float = 0.55,
+    max_detections: int = 300,
+) -> list[dict[str, Tensor]]:
+    """Per image: scores above `score_thresh`, the best `topk_per_class` per class, class-wise NMS,
+    the best `max_detections`. Boxes are xyxy pixels clipped to `image_size` (H, W); labels 1..K-1."""
+    if score_fn == "softmax":
+        scores_all = cls_logits.softmax(-1)[..., 1:]
+    else:
+        scores_all = cls_logits[..., 1:].sigmoid()
+    boxes_all = clip_boxes_to_image(decode(box_deltas, anchors[None]), image_size)
+    results = []
+    num_fg = scores_all.shape[-1]
+    for scores, boxes in zip(scores_all, boxes_all):
+        # top-k per class in one call instead of torchvision's loop over classes
+        k = min(topk_per_class, scores.shape[0])
+        top, idx = scores.topk(k, dim=0)  # [k, C]
+        keep = top > score_thresh
+        labels = torch.arange(1, num_fg + 1, device=scores.device).expand(k, -1)[keep]
+        s, b = top[keep], boxes[idx[keep]]
+        kept = batched_nms(b, s, labels, nms_thresh)[:max_detections]
+        results.append({"boxes": b[kept], "scores": s[kept], "labels": labels[kept]})
+    return results
