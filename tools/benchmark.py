@@ -106,9 +106,13 @@ def paper_table() -> list[dict]:
     return rows
 
 
-@torch.inference_mode()
-def time_pair(a, b, xa, xb, *, iters: int, warmup: int) -> tuple[float, float]:
+def time_pair(a, b, xa, xb, *, iters: int, warmup: int, grad: bool = False) -> tuple[float, float]:
     """Median seconds per call of a(xa) and b(xb), interleaved."""
+    with torch.inference_mode(not grad):
+        return _time_pair(a, b, xa, xb, iters=iters, warmup=warmup)
+
+
+def _time_pair(a, b, xa, xb, *, iters: int, warmup: int) -> tuple[float, float]:
     for _ in range(warmup):
         a(xa), b(xb)
     ta, tb = [], []
@@ -160,10 +164,153 @@ def speed_table(names: list[str], *, threads: int, size: int, iters: int, warmup
     return rows
 
 
+def _tv_ssdlite_pair(num_classes: int = 91):
+    """torchvision's ssdlite320_mobilenet_v3_large and dense's copy of it, same (random) weights."""
+    import torchvision
+
+    import dense
+
+    tv = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=num_classes
+    ).eval()
+    return tv, dense.from_torchvision("ssdlite320_mobilenet_v3_large", tv.state_dict()).eval()
+
+
+def detect_tables(*, threads: int, iters: int, warmup: int) -> dict:
+    """predict end to end and a training step, dense vs torchvision's SSDLite; COCO scoring engines."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    tv, ours = _tv_ssdlite_pair()
+    table = Table(
+        title=f"SSDLite320 V3-Large, CPU, {threads} threads (median of {iters}); ratio = dense / torchvision"
+    )
+    for col in ("what", "dense ms", "torchvision ms", "ratio"):
+        table.add_column(col, justify="right")
+    rows = {}
+
+    # predict: batch 1, 320x320, transform + network + postprocess; torchvision called the usual way
+    img = torch.rand(1, 3, 320, 320)
+    td, tt = time_pair(ours.predict, tv, img, [img[0]], iters=iters, warmup=warmup)
+    rows["predict"] = dict(dense_ms=td * 1e3, torchvision_ms=tt * 1e3, ratio=td / tt)
+    table.add_row("predict, batch 1", f"{td * 1e3:.1f}", f"{tt * 1e3:.1f}", f"{td / tt:.3f}")
+
+    # training step: batch 8, loss + backward + SGD step
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(8, 3, 320, 320, generator=g)
+    targets = []
+    for _ in range(8):
+        n = int(torch.randint(1, 6, (1,), generator=g))
+        xy = torch.rand(n, 2, generator=g) * 240
+        wh = 16 + torch.rand(n, 2, generator=g) * 64
+        targets.append(
+            {"boxes": torch.cat([xy, xy + wh], 1), "labels": torch.randint(1, 91, (n,), generator=g)}
+        )
+    opt_d = torch.optim.SGD(ours.parameters(), lr=1e-3, momentum=0.9)
+    opt_t = torch.optim.SGD(tv.parameters(), lr=1e-3, momentum=0.9)
+
+    def step_dense(x):
+        loss = ours.loss(ours(x), targets)["loss"]
+        opt_d.zero_grad()
+        loss.backward()
+        opt_d.step()
+
+    def step_tv(x):
+        losses = tv(list(x), targets)
+        loss = sum(losses.values())
+        opt_t.zero_grad()
+        loss.backward()
+        opt_t.step()
+
+    ours.train(), tv.train()
+    with torch.enable_grad():
+        td, tt = time_pair(step_dense, step_tv, images, images, iters=max(5, iters // 5), warmup=2, grad=True)
+    ours.eval(), tv.eval()
+    rows["train_step"] = dict(dense_ms=td * 1e3, torchvision_ms=tt * 1e3, ratio=td / tt)
+    table.add_row("train step, batch 8", f"{td * 1e3:.1f}", f"{tt * 1e3:.1f}", f"{td / tt:.3f}")
+    console.print(table)
+    rows["coco_scoring"] = coco_scoring_table()
+    return rows
+
+
+def _synthetic_coco(num_images: int, seed: int = 0) -> tuple[dict, list]:
+    """Ground truth and noisy detections in COCO format (no pixels needed to score)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    cats = [{"id": c, "name": f"c{c}", "supercategory": "x"} for c in (1, 3, 7, 11, 19, 42)]
+    images, anns, dets = [], [], []
+    for i in range(num_images):
+        images.append({"id": i + 1, "file_name": f"{i}.jpg", "width": 640, "height": 480})
+        for _ in range(rng.integers(0, 12)):
+            w, h = rng.uniform(8, 300, 2)
+            x, y = rng.uniform(0, 640 - w), rng.uniform(0, 480 - h)
+            cat = int(rng.choice([c["id"] for c in cats]))
+            crowd = int(rng.random() < 0.02)
+            anns.append(
+                dict(
+                    id=len(anns) + 1,
+                    image_id=i + 1,
+                    category_id=cat,
+                    bbox=[x, y, w, h],
+                    area=w * h,
+                    iscrowd=crowd,
+                    segmentation=[[x, y, x + w, y, x + w, y + h, x, y + h]],
+                )
+            )
+            for _ in range(rng.integers(0, 3)):
+                n = rng.normal(0, 0.1, 4) * [w, h, w, h]
+                dets.append(
+                    dict(
+                        image_id=i + 1,
+                        category_id=cat,
+                        score=float(rng.random()),
+                        bbox=[x + n[0], y + n[1], max(1.0, w + n[2]), max(1.0, h + n[3])],
+                    )
+                )
+        for _ in range(rng.integers(0, 20)):  # false positives
+            w, h = rng.uniform(8, 200, 2)
+            dets.append(
+                dict(
+                    image_id=i + 1,
+                    category_id=int(rng.choice([c["id"] for c in cats])),
+                    score=float(rng.random() * 0.5),
+                    bbox=[rng.uniform(0, 400), rng.uniform(0, 300), w, h],
+                )
+            )
+    return {"images": images, "annotations": anns, "categories": cats}, dets
+
+
+def coco_scoring_table(num_images: int = 2000) -> dict:
+    from dense.evaluation.coco import evaluate_coco
+
+    gt, dets = _synthetic_coco(num_images)
+    times, stats = {}, {}
+    for engine in ("faster_coco_eval", "pycocotools"):
+        t0 = time.perf_counter()
+        res = evaluate_coco(gt, dets, engine=engine)
+        times[engine] = time.perf_counter() - t0
+        stats[engine] = res.stats
+    same = all(
+        abs(stats["faster_coco_eval"][k] - stats["pycocotools"][k]) < 1e-12 for k in stats["pycocotools"]
+    )
+    speedup = times["pycocotools"] / times["faster_coco_eval"]
+    table = Table(title=f"COCO scoring, {num_images} images, {len(dets)} detections")
+    for col in ("engine", "seconds", "AP", "identical 12 stats"):
+        table.add_column(col, justify="right")
+    for engine in times:
+        table.add_row(engine, f"{times[engine]:.2f}", f"{stats[engine]['AP']:.4f}", str(same))
+    console.print(table)
+    console.print(f"faster-coco-eval is {speedup:.1f}x faster than pycocotools")
+    return dict(seconds=times, speedup=speedup, identical=same, num_detections=len(dets))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--paper", action="store_true", help="complexity vs the papers' tables")
     ap.add_argument("--speed", action="store_true", help="latency vs torchvision / timm")
+    ap.add_argument(
+        "--detect", action="store_true", help="SSDLite predict / train step vs torchvision; COCO scoring"
+    )
     ap.add_argument("--models", nargs="*", default=list(PEERS), help="backbones for --speed")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--size", type=int, default=224)
@@ -171,8 +318,8 @@ def main(argv=None) -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--out", type=Path, help="write the figures as JSON")
     args = ap.parse_args(argv)
-    if not (args.paper or args.speed):
-        ap.error("choose --paper and/or --speed")
+    if not (args.paper or args.speed or args.detect):
+        ap.error("choose --paper, --speed and/or --detect")
     unknown = sorted(set(args.models) - set(PEERS))
     if unknown:
         ap.error(f"unknown model(s) {unknown}; valid: {list(PEERS)}")
@@ -183,6 +330,8 @@ def main(argv=None) -> None:
         result["speed"] = speed_table(
             args.models, threads=args.threads, size=args.size, iters=args.iters, warmup=args.warmup
         )
+    if args.detect:
+        result["detect"] = detect_tables(threads=args.threads, iters=args.iters, warmup=args.warmup)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
         console.print(f"wrote {args.out}")

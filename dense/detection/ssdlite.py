@@ -144,7 +144,7 @@ class Detector(nn.Module):
         anchors = self.anchors(image_size, device=outputs["cls_logits"].device)
         return ssd_loss(outputs["cls_logits"], outputs["box_deltas"], anchors, targets, kind=self.loss_kind)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict(self, images: Tensor) -> list[dict[str, Tensor]]:
         """Detections for images of any size: resized to the model's input size (bilinear, as
         torchvision's transform), boxes mapped back to pixels of the given images."""
