@@ -63,10 +63,13 @@ class Classifier(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.num_classes = num_classes
+        # channels-last: oneDNN's depthwise convolutions run 5-30% faster on CPU in this layout
+        self.to(memory_format=torch.channels_last)
 
     def forward_features(self, images: Tensor) -> Tensor:
         """images in [0, 1] -> C5 features [N, C, H / 32, W / 32]."""
-        return self.backbone((images - self.mean) / self.std)["c5"]
+        x = ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return self.backbone(x)["c5"]
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.forward_features(images))

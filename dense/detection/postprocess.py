@@ -24,7 +24,8 @@ def postprocess(
     max_detections: int = 300,
 ) -> list[dict[str, Tensor]]:
     """Per image: scores above `score_thresh`, the best `topk_per_class` per class, class-wise NMS,
-    the best `max_detections` (torchvision's SSD postprocess, same detections). Boxes are xyxy pixels clipped to `image_size` (H, W); labels 1..K-1."""
+    the best `max_detections` (torchvision's SSD postprocess, same detections).
+    Boxes are xyxy pixels clipped to `image_size` (H, W); labels 1..K-1."""
     if score_fn == "softmax":
         scores_all = cls_logits.softmax(-1)[..., 1:]
     else:

@@ -104,9 +104,11 @@ class Detector(nn.Module):
         self.loss_kind = loss
         self.score_thresh, self.nms_thresh, self.max_detections = score_thresh, nms_thresh, max_detections
         self.config = dict(config or {})
+        # channels-last: oneDNN's depthwise convolutions run 5-30% faster on CPU in this layout
+        self.to(memory_format=torch.channels_last)
 
     def feature_maps(self, images: Tensor) -> list[Tensor]:
-        feats = self.backbone(images * 2.0 - 1.0)
+        feats = self.backbone((images * 2.0 - 1.0).contiguous(memory_format=torch.channels_last))
         maps = [feats["c4_exp"], feats["c5"]]
         for block in self.extra:
             maps.append(block(maps[-1]))
