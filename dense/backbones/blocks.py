@@ -334,8 +334,11 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
         if not (isinstance(m, ConvBNAct) and isinstance(m[1], nn.BatchNorm2d)):
             continue
         conv, bn = m[0], m[1]
+        w = next(conv.parameters())  # keep the layout the model was built in (channels-last or not)
+        cl = w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+        layout = torch.channels_last if cl else torch.contiguous_format
         if isinstance(conv, nn.Conv2d):
-            m[0] = fuse_conv_bn_eval(conv, bn)
+            m[0] = fuse_conv_bn_eval(conv, bn).to(memory_format=layout)
         else:  # MixConv: fold the slice of the BN that belongs to each group's conv
             start = 0
             for i, c in enumerate(conv.convs):
@@ -343,7 +346,7 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
                 part = nn.BatchNorm2d(c.out_channels, eps=bn.eps).eval()
                 for name in ("weight", "bias", "running_mean", "running_var"):
                     getattr(part, name).copy_(getattr(bn, name)[start:end])
-                conv.convs[i] = fuse_conv_bn_eval(c, part)
+                conv.convs[i] = fuse_conv_bn_eval(c, part).to(memory_format=layout)
                 start = end
         m[1] = nn.Identity()
     return model
