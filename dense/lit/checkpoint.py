@@ -1,0 +1,122 @@
+"""Rebuild a model from a training checkpoint without Lightning, Hydra or the run's config files.
+
+The Lightning modules write a ``"dense_model"`` entry into every checkpoint
+(``on_save_checkpoint``)::
+
+    checkpoint["dense_model"] = {
+        "task": "detect",                 # build_model's task
+        "config": {...},                  # model.config: build_model(task, **config) rebuilds it
+        "state_dict_prefix": "model.",    # where the model's weights live in checkpoint["state_dict"]
+        "label_to_cat_id": {1: 3, ...},   # detection: contiguous label -> dataset category id
+        "class_names": [...],             # index = label, 0 = "__background__"
+    }
+
+This module only needs torch (plain ``torch.load``), so exporters, benchmarks and other training
+loops can load a checkpoint; it deliberately does not import Lightning.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CHECKPOINT_KEY",
+    "load_detector_from_checkpoint",
+    "load_model_from_checkpoint",
+    "read_checkpoint",
+]
+
+CHECKPOINT_KEY = "dense_model"
+
+
+def read_checkpoint(path: str | os.PathLike, *, weights_only: bool = True) -> dict[str, Any]:
+    """``torch.load`` a checkpoint on the CPU, with errors that name the file.
+
+    ``weights_only=True`` (the default) refuses arbitrary pickled objects, which is enough for the
+    checkpoints that ``dense`` writes; pass ``False`` only for files from a trusted source.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{path}: cannot be loaded with weights_only={weights_only} ({e}); if the file comes from "
+            "a trusted source, pass weights_only=False"
+        ) from e
+    except (RuntimeError, EOFError) as e:  # truncated / not a torch file
+        raise ValueError(f"{path}: not a readable torch checkpoint: {e}") from e
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: expected a checkpoint dict, got {type(ckpt).__name__}")
+    return ckpt
+
+
+def load_model_from_checkpoint(
+    path: str | os.PathLike,
+    *,
+    task: str | None = None,
+    strict: bool = True,
+    weights_only: bool = True,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model stored in a ``dense`` training checkpoint and load its weights.
+
+    Args:
+        path: a ``.ckpt`` written by ``tools/train.py`` (any Lightning module of ``dense.lit``).
+        task: when given, the checkpoint must hold a model of this task.
+        strict: passed to ``load_state_dict``.
+        weights_only: passed to ``torch.load`` (see :func:`read_checkpoint`).
+
+    Returns:
+        ``(model, extras)``: the model in eval mode on the CPU, and a dict with ``task``,
+        ``config``, ``epoch``, ``global_step``, ``path`` plus the task's extras (detection:
+        ``label_to_cat_id``, ``class_names``).
+    """
+    from dense.build import build_model  # the core builder; imported here to keep import light
+
+    ckpt = read_checkpoint(path, weights_only=weights_only)
+    meta = ckpt.get(CHECKPOINT_KEY)
+    if not isinstance(meta, dict) or "config" not in meta or "task" not in meta:
+        raise ValueError(
+            f"{path}: no '{CHECKPOINT_KEY}' entry with the model's task and config; it was not written "
+            "by dense's Lightning modules (tools/train.py), so the model cannot be rebuilt from it"
+        )
+    if task is not None and meta["task"] != task:
+        raise ValueError(f"{path}: holds a {meta['task']!r} model, expected {task!r}")
+    config = dict(meta["config"])
+    config.pop("task", None)  # build_model takes the task positionally
+    model = build_model(meta["task"], **config)
+
+    prefix = meta.get("state_dict_prefix", "model.")
+    state = ckpt.get("state_dict")
+    if state is None:
+        raise ValueError(f"{path}: checkpoint has no 'state_dict'")
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not weights:
+        raise ValueError(f"{path}: no weights under the prefix {prefix!r} in the state_dict")
+    model.load_state_dict(weights, strict=strict)
+    model.eval()
+
+    extras = {k: v for k, v in meta.items() if k not in ("config", "state_dict_prefix")}
+    extras.update(
+        config=config,
+        epoch=ckpt.get("epoch"),
+        global_step=ckpt.get("global_step"),
+        path=str(path),
+    )
+    return model, extras
+
+
+def load_detector_from_checkpoint(
+    path: str | os.PathLike, *, strict: bool = True, weights_only: bool = True
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the SSDLite ``Detector`` of a detection checkpoint (see
+    :func:`load_model_from_checkpoint`); ``extras["label_to_cat_id"]`` maps its labels back to the
+    dataset's category ids."""
+    return load_model_from_checkpoint(path, task="detect", strict=strict, weights_only=weights_only)

@@ -1,0 +1,164 @@
+"""Checks and helpers for the composed Hydra configs of ``tools/train.py`` and ``tools/eval.py``.
+
+Imports only OmegaConf (no torch, no Lightning), so a wrong combination of config groups fails in
+about a second, before any data is generated or loaded and before a model is built.
+
+How the groups fit (``conf/``): ``task`` picks the Lightning module, the datamodule class and
+the default ``head`` and ``data``; every ``head`` and ``data`` option names the task it serves
+(``head.task``, ``data.task``), which is what :func:`validate_config` checks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+__all__ = ["ConfigError", "datamodule_kwargs", "group_options", "tidy_logging", "validate_config"]
+
+TASKS = ("detect", "segment")
+# Keys of the `data` group that describe the option rather than being datamodule arguments.
+_DATA_META_KEYS = ("task",)
+
+
+class ConfigError(ValueError):
+    """The composed configuration is inconsistent (the message says which keys and how to fix)."""
+
+
+def group_options(conf_dir: str | os.PathLike | None, group: str, task: str | None = None) -> list[str]:
+    """Option names of a config group (``conf/<group>/*.yaml``); with ``task``, only those whose
+    ``task`` key matches. Used for the hints of the error messages; empty if unknown."""
+    if conf_dir is None:
+        return []
+    out = []
+    for path in sorted(Path(conf_dir, group).glob("*.yaml")):
+        if task is not None:
+            try:
+                if OmegaConf.load(path).get("task") != task:
+                    continue
+            except Exception:  # a hint must never hide the real error
+                continue
+        out.append(path.stem)
+    return out
+
+
+def _choice(group: str) -> str | None:
+    """The option chosen for ``group`` in the running Hydra app (None outside one)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().runtime.choices.get(group)
+    except Exception:
+        return None
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    try:
+        return OmegaConf.select(cfg, key, throw_on_missing=True)
+    except Exception as e:  # missing mandatory value, bad interpolation
+        raise ConfigError(f"config key {key!r} cannot be read: {e}") from e
+
+
+def validate_config(
+    cfg: DictConfig, *, conf_dir: str | os.PathLike | None = None, stage: str = "train"
+) -> None:
+    """Check the composed config before any work starts.
+
+    Checks: the task is known; the head and the data set serve that task; the data's input size is
+    the head's; the optimizer has a positive learning rate (train); the checkpoint exists
+    (``ckpt`` to resume in train, required in eval).
+
+    Raises:
+        ConfigError: with the offending keys, the valid options and the override that fixes it.
+    """
+    task_node = cfg.get("task")
+    if not isinstance(task_node, DictConfig) or "name" not in task_node:
+        raise ConfigError("the config has no task (choose one: task=detect)")
+    task = task_node.name
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; valid: {list(TASKS)}")
+    for key in ("model", "module", "datamodule"):
+        if key not in task_node:
+            raise ConfigError(f"conf/task/{task}.yaml must define task.{key}")
+
+    head = cfg.get("head")
+    if head is not None:
+        head_task = head.get("task")
+        if head_task != task:
+            name = _choice("head") or head.get("name")
+            valid = group_options(conf_dir, "head", task)
+            raise ConfigError(
+                f"head={name} is a {head_task!r} head and cannot be used with task={task}"
+                + (f"; heads for task={task}: {valid} (e.g. head={valid[0]})" if valid else "")
+            )
+
+    data = cfg.get("data")
+    if data is None:
+        raise ConfigError(f"the config has no data set (choose one: {group_options(conf_dir, 'data', task)})")
+    data_task = data.get("task")
+    if data_task != task:
+        name = _choice("data") or "?"
+        valid = group_options(conf_dir, "data", task)
+        kind = f"a {data_task!r}" if data_task else "not marked as a"
+        raise ConfigError(
+            f"data={name} is {kind} data set and cannot be used with task={task}"
+            + (f"; data sets for task={task}: {valid}" if valid else "")
+        )
+
+    if head is not None and "image_size" in head and "image_size" in data:
+        h_size, d_size = _get(cfg, "head.image_size"), _get(cfg, "data.image_size")
+        if OmegaConf.is_config(d_size) or OmegaConf.is_config(h_size):
+            h_size, d_size = OmegaConf.to_object(h_size), OmegaConf.to_object(d_size)
+        if h_size != d_size:
+            raise ConfigError(
+                f"data.image_size={d_size} differs from head.image_size={h_size}: the model's anchors are "
+                "laid out for the head's size; override head.image_size (the data follows it)"
+            )
+
+    if stage == "train":
+        lr = cfg.get("optim", {}).get("lr")
+        if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"optim.lr must be a positive number, got {lr!r}")
+        ckpt = cfg.get("ckpt")
+        if ckpt is not None and not Path(ckpt).is_file():
+            raise ConfigError(f"ckpt={ckpt}: no such checkpoint to resume from")
+    elif stage == "eval":
+        ckpt = cfg.get("ckpt") if not OmegaConf.is_missing(cfg, "ckpt") else None
+        if ckpt is None:
+            raise ConfigError("eval needs a checkpoint: ckpt=PATH (e.g. outputs/.../checkpoints/last.ckpt)")
+        if not Path(ckpt).is_file():
+            raise ConfigError(f"ckpt={ckpt}: no such checkpoint")
+    else:
+        raise ValueError(f"unknown stage {stage!r}")
+
+
+def datamodule_kwargs(cfg: DictConfig, **overrides: Any) -> dict[str, Any]:
+    """The ``data`` group as plain keyword arguments for ``task.datamodule`` (meta keys removed)."""
+    kwargs = OmegaConf.to_container(cfg.data, resolve=True)
+    for key in _DATA_META_KEYS:
+        kwargs.pop(key, None)
+    kwargs.update(overrides)
+    return kwargs
+
+
+def tidy_logging() -> None:
+    """Call after importing Lightning inside a Hydra app: one copy of every log line.
+
+    ``import lightning`` always adds its own console handler and still propagates to the root
+    logger, which Hydra has configured (console + the run's log file): every Lightning message
+    would be printed twice. faster-coco-eval logs the whole COCOeval summary at INFO, which the
+    Lightning modules already print as a table. Two warnings that say nothing to a user are muted.
+    """
+    import logging
+    import warnings
+
+    if logging.getLogger().hasHandlers():
+        logging.getLogger("lightning").handlers.clear()
+    logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
+    # The padded DistributedSampler duplicates are removed before scoring (merge_detections).
+    warnings.filterwarnings("ignore", message=r".*it is recommended to use `Trainer\(devices=1")
+    # Lightning 2.6 with torch >= 2.10 warns about its own pytree use on every batch transfer.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")

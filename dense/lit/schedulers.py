@@ -1,0 +1,111 @@
+"""Per-step learning-rate schedules with a linear warmup (plain torch ``LambdaLR``).
+
+Hydra configs (``conf/sched/*.yaml``) name these with ``_partial_: true``; the Lightning modules
+complete the call with the optimizer and the step counts, which are only known once the trainer
+has seen the data: ``scheduler(optimizer, total_steps=..., steps_per_epoch=...)``.
+
+Warmup follows torchvision's detection references: the factor grows linearly from
+``warmup_factor`` to 1 over the warmup steps, then the main schedule runs over the remaining steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+__all__ = ["warmup_cosine", "warmup_poly"]
+
+
+def _warmup_steps(warmup_epochs: float, steps_per_epoch: int, total_steps: int) -> int:
+    if warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+    # Never let the warmup eat the whole run (tiny smoke runs have a handful of steps).
+    return min(int(round(warmup_epochs * steps_per_epoch)), max(total_steps - 1, 0))
+
+
+def _with_warmup(
+    optimizer: Optimizer,
+    main: Callable[[float], float],
+    *,
+    total_steps: int,
+    steps_per_epoch: int,
+    warmup_epochs: float,
+    warmup_factor: float,
+) -> LambdaLR:
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps} (no training batches?)")
+    warmup = _warmup_steps(warmup_epochs, max(steps_per_epoch, 1), total_steps)
+    main_steps = max(total_steps - warmup, 1)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            alpha = step / warmup
+            return warmup_factor * (1.0 - alpha) + alpha
+        progress = min((step - warmup) / main_steps, 1.0)
+        return main(progress)
+
+    return LambdaLR(optimizer, factor)
+
+
+def warmup_cosine(
+    optimizer: Optimizer,
+    *,
+    total_steps: int,
+    steps_per_epoch: int,
+    warmup_epochs: float = 1.0,
+    warmup_factor: float = 0.001,
+    min_lr_ratio: float = 0.0,
+) -> LambdaLR:
+    """Linear warmup, then cosine annealing to ``min_lr_ratio * lr`` at ``total_steps``.
+
+    Args:
+        optimizer: the optimizer whose base learning rates are scaled.
+        total_steps: optimizer steps of the whole run.
+        steps_per_epoch: optimizer steps per epoch (turns ``warmup_epochs`` into steps).
+        warmup_epochs: warmup length in epochs (fractions allowed; 0 = no warmup).
+        warmup_factor: factor at step 0 of the warmup.
+        min_lr_ratio: final learning rate as a fraction of the base rate.
+    """
+
+    def cosine(progress: float) -> float:
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return _with_warmup(
+        optimizer,
+        cosine,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        warmup_epochs=warmup_epochs,
+        warmup_factor=warmup_factor,
+    )
+
+
+def warmup_poly(
+    optimizer: Optimizer,
+    *,
+    total_steps: int,
+    steps_per_epoch: int,
+    power: float = 0.9,
+    warmup_epochs: float = 0.0,
+    warmup_factor: float = 0.001,
+    min_lr_ratio: float = 0.0,
+) -> LambdaLR:
+    """Linear warmup, then ``(1 - progress) ** power`` (DeepLab's "poly" schedule).
+
+    Arguments as in :func:`warmup_cosine`; ``power`` 0.9 is the segmentation papers' value.
+    """
+
+    def poly(progress: float) -> float:
+        return min_lr_ratio + (1.0 - min_lr_ratio) * (1.0 - progress) ** power
+
+    return _with_warmup(
+        optimizer,
+        poly,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        warmup_epochs=warmup_epochs,
+        warmup_factor=warmup_factor,
+    )

@@ -1,0 +1,403 @@
+"""Lightning / Hydra glue for detection: tools/train.py, tools/eval.py, checkpoints, configs.
+
+The end-to-end tests run the real tools in subprocesses (as a user would) on a tiny generated
+shapes data set (8 train / 4 val images at 128 px, MobileNetV3-Small x0.35): one training run is
+shared by the tests of this module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+PY = sys.executable
+
+# Shared overrides: a tiny, fast configuration of the default training.
+DATA_OVERRIDES = [
+    "data.synthetic_options.num_train=8",
+    "data.synthetic_options.num_val=4",
+    "data.synthetic_options.image_size=128",
+    "data.batch_size=4",
+    "data.val_batch_size=4",
+    "data.num_workers=0",
+    "head.image_size=128",
+    "trainer.enable_progress_bar=false",
+]
+TRAIN_OVERRIDES = [
+    "task=detect",
+    "backbone=v3_small",
+    "backbone.width_mult=0.35",
+    "trainer.max_epochs=1",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.log_every_n_steps=1",
+    *DATA_OVERRIDES,
+]
+VAL_KEYS = ("val/map", "val/map_50", "val/map_75", "val/map_small", "val/map_medium", "val/map_large")
+
+
+def _run(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
+    env.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    return subprocess.run([PY, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _check(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-4000:]}"
+    )
+
+
+def _train_once(base: Path) -> dict:
+    data_root, run_dir = base / "shapes", base / "run"
+    proc = _run(["tools/train.py", *TRAIN_OVERRIDES, f"data.root={data_root}", f"hydra.run.dir={run_dir}"])
+    _check(proc)
+    return {"run_dir": str(run_dir), "data_root": str(data_root)}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, request):
+    """One tiny training run, shared by the tests (and by pytest-xdist workers, through a lock
+    file in the session's temp dir): returns (run_dir, data_root, metrics)."""
+    worker = getattr(request.config, "workerinput", {}).get("workerid")
+    if worker is None:
+        info = _train_once(tmp_path_factory.mktemp("lit_det"))
+    else:
+        from filelock import FileLock
+
+        shared = tmp_path_factory.getbasetemp().parent  # common to the workers of this session
+        marker = shared / "lit_det_run.json"
+        with FileLock(str(marker) + ".lock"):
+            if marker.is_file():
+                info = json.loads(marker.read_text())
+            else:
+                base = shared / "lit_det"
+                base.mkdir(exist_ok=True)
+                info = _train_once(base)
+                marker.write_text(json.dumps(info))
+    run_dir, data_root = Path(info["run_dir"]), Path(info["data_root"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return run_dir, data_root, metrics
+
+
+# --------------------------------------------------------------------------------------------------
+# end to end: train -> metrics.json -> eval -> score -> reload
+# --------------------------------------------------------------------------------------------------
+def test_train_writes_metrics_and_checkpoints(trained):
+    run_dir, _, metrics = trained
+    for key in VAL_KEYS:
+        assert key in metrics, f"metrics.json lacks {key}: {sorted(metrics)}"
+        v = metrics[key]
+        # -1 is COCOeval's "undefined" (no ground truth in that size range)
+        assert v == -1 or 0.0 <= v <= 1.0, (key, v)
+    assert 0.0 <= metrics["val/map"] <= 1.0
+    assert Path(metrics["checkpoint"]).is_file() and Path(metrics["checkpoint"]).name == "last.ckpt"
+    assert Path(metrics["best_checkpoint"]).is_file()
+    assert metrics["task"] == "detect" and metrics["backbone"] == "v3_small"
+    # both loggers wrote; the CSV has the training losses under their logged names
+    csv = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "train/loss_cls", "train/loss_box", "val/map", "val/map_50"} <= set(csv)
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+
+
+def test_validation_images_logged_to_tensorboard(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _, _ = trained
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"images": 0})
+    acc.Reload()
+    tags = acc.Tags()["images"]
+    assert "val/predictions_0" in tags, tags
+
+
+def test_eval_reproduces_training_metrics_and_score_agrees(trained, tmp_path):
+    run_dir, data_root, metrics = trained
+    out = tmp_path / "eval"
+    proc = _run(
+        [
+            "tools/eval.py",
+            "task=detect",
+            f"ckpt={metrics['checkpoint']}",
+            "data=shapes_coco",
+            f"data.root={data_root}",
+            *DATA_OVERRIDES,
+            f"hydra.run.dir={out}",
+        ]
+    )
+    _check(proc)
+    again = json.loads((out / "metrics.json").read_text())
+    for key in (*VAL_KEYS, "val/mar_100"):
+        assert again[key] == metrics[key], (key, again[key], metrics[key])
+
+    # detections.json: COCO results with the data set's own ids
+    gt = json.loads((data_root / "annotations" / "instances_val2017.json").read_text())
+    dets = json.loads((out / "detections.json").read_text())
+    assert isinstance(dets, list) and dets
+    assert {d["image_id"] for d in dets} <= {im["id"] for im in gt["images"]}
+    assert {d["category_id"] for d in dets} <= {c["id"] for c in gt["categories"]}
+    assert all(len(d["bbox"]) == 4 and 0.0 <= d["score"] <= 1.0 for d in dets)
+
+    # tools/score.py scores the saved file to the same AP
+    score_out = tmp_path / "score.json"
+    ann = data_root / "annotations" / "instances_val2017.json"
+    proc = _run(["tools/score.py", "coco", str(ann), str(out / "detections.json"), "--out", str(score_out)])
+    _check(proc)
+    scored = json.loads(score_out.read_text())
+    assert math.isclose(scored["AP"], metrics["val/map"], abs_tol=1e-12)
+    assert math.isclose(scored["AP50"], metrics["val/map_50"], abs_tol=1e-12)
+
+
+def test_checkpoint_reloads_without_config_or_lightning(trained):
+    """The checkpoint alone rebuilds the model, with Lightning, Hydra and OmegaConf unimportable."""
+    _, data_root, metrics = trained
+    code = textwrap.dedent(
+        f"""
+        import json, sys
+        for name in ("lightning", "pytorch_lightning", "hydra", "omegaconf"):
+            sys.modules[name] = None  # any import of them now fails
+        import torch
+        from dense.lit.checkpoint import load_detector_from_checkpoint
+        model, extras = load_detector_from_checkpoint({str(metrics["checkpoint"])!r})
+        preds = model.predict(torch.rand(2, 3, 128, 128))
+        print(json.dumps({{
+            "training": model.training,
+            "num_classes": model.num_classes,
+            "image_size": list(model.image_size),
+            "config": extras["config"],
+            "label_to_cat_id": {{str(k): v for k, v in extras["label_to_cat_id"].items()}},
+            "epoch": extras["epoch"],
+            "pred_keys": sorted(preds[0]),
+        }}))
+        """
+    )
+    proc = _run(["-c", code])
+    _check(proc)
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info["training"] is False
+    assert info["num_classes"] == 7  # 6 shapes + background
+    assert info["image_size"] == [128, 128]
+    assert info["config"]["backbone"] == "v3_small" and info["config"]["width_mult"] == 0.35
+    gt = json.loads((data_root / "annotations" / "instances_val2017.json").read_text())
+    assert sorted(int(v) for v in info["label_to_cat_id"].values()) == sorted(
+        c["id"] for c in gt["categories"]
+    )
+    assert info["pred_keys"] == ["boxes", "labels", "scores"]
+
+
+def test_checkpoint_weights_match(trained):
+    from dense.lit.checkpoint import load_detector_from_checkpoint, read_checkpoint
+
+    _, _, metrics = trained
+    model, extras = load_detector_from_checkpoint(metrics["checkpoint"])
+    state = read_checkpoint(metrics["checkpoint"])["state_dict"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state["model." + k]), k
+    assert extras["val_metrics"]["val/map"] == metrics["val/map"]
+
+
+@pytest.mark.slow
+def test_ddp_validation_matches_single_process(trained, tmp_path):
+    """2 CPU processes (gloo): results gathered from both ranks, the sampler's padded duplicate
+    removed, scored once; the numbers equal a single-process evaluation. 5 val images, so the
+    DistributedSampler pads one; batch 1 keeps the numerics identical."""
+    _, _, metrics = trained
+    common = [
+        "tools/eval.py",
+        f"ckpt={metrics['checkpoint']}",
+        f"data.root={tmp_path / 'shapes5'}",
+        *DATA_OVERRIDES,
+        "data.synthetic_options.num_val=5",
+        "data.val_batch_size=1",
+    ]
+    _check(_run([*common, f"hydra.run.dir={tmp_path / 'one'}"]))
+    _check(_run([*common, "trainer.devices=2", "trainer.strategy=ddp", f"hydra.run.dir={tmp_path / 'two'}"]))
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert one["num_images"] == two["num_images"] == 5
+    assert one["num_detections"] == two["num_detections"]
+    for key in VAL_KEYS:
+        assert one[key] == two[key], key
+
+
+# --------------------------------------------------------------------------------------------------
+# configuration checks: wrong combinations fail before any work
+# --------------------------------------------------------------------------------------------------
+def test_wrong_head_for_task_fails_before_work(tmp_path):
+    extra = tmp_path / "conf"
+    (extra / "head").mkdir(parents=True)
+    (extra / "head" / "lraspp.yaml").write_text("task: segment\nname: lraspp\nimage_size: 512\n")
+    data_root = tmp_path / "shapes"
+    proc = _run(
+        [
+            "tools/train.py",
+            f"hydra.searchpath=[file://{extra}]",
+            "task=detect",
+            "head=lraspp",
+            f"data.root={data_root}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "head=lraspp" in proc.stderr and "task=detect" in proc.stderr and "ssdlite" in proc.stderr
+    assert not data_root.exists(), "data generation started before the config was checked"
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def _compose(overrides: list[str], config_name: str = "train"):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def test_validate_config_rejects_mismatches(tmp_path):
+    from dense.lit.config import ConfigError, validate_config
+
+    cfg = _compose([])
+    validate_config(cfg, conf_dir=CONF)  # the defaults are consistent
+    assert cfg.task.name == "detect" and cfg.head.name == "ssdlite" and cfg.data.task == "detect"
+
+    with pytest.raises(ConfigError, match=r"data.image_size=256 differs from head.image_size=320"):
+        validate_config(_compose(["data.image_size=256"]), conf_dir=CONF)
+    with pytest.raises(ConfigError, match="optim.lr must be a positive"):
+        validate_config(_compose(["optim.lr=0"]), conf_dir=CONF)
+    with pytest.raises(ConfigError, match="no such checkpoint"):
+        validate_config(_compose([f"ckpt={tmp_path / 'nope.ckpt'}"]), conf_dir=CONF)
+    with pytest.raises(ConfigError, match="eval needs a checkpoint"):
+        validate_config(_compose([], "eval"), conf_dir=CONF, stage="eval")
+    seg_data = _compose([])
+    seg_data.data.task = "segment"
+    with pytest.raises(ConfigError, match="cannot be used with task=detect"):
+        validate_config(seg_data, conf_dir=CONF)
+
+
+@pytest.mark.parametrize("backbone", ["v1", "v2", "v3_large", "v3_small", "mixnet_s", "mixnet_m", "mixnet_l"])
+def test_every_backbone_config_composes(backbone):
+    from dense.lit.config import validate_config
+
+    cfg = _compose([f"backbone={backbone}"])
+    validate_config(cfg, conf_dir=CONF)
+    assert cfg.task.model.backbone == backbone
+
+
+def test_experiment_and_search_configs_compose():
+    from dense.lit.config import validate_config
+
+    cfg = _compose(["experiment=ssdlite_coco"])
+    validate_config(cfg, conf_dir=CONF)
+    assert cfg.optim.lr == 0.15 and cfg.data.batch_size == 24 and cfg.trainer.devices == 8
+    assert cfg.backbone.reduced_tail is True and cfg.trainer.strategy == "ddp"
+    for overrides in (["trainer=gpu", "optim=adamw", "sched=poly"], ["data=coco"]):
+        validate_config(_compose(overrides), conf_dir=CONF)
+
+
+# --------------------------------------------------------------------------------------------------
+# pieces
+# --------------------------------------------------------------------------------------------------
+def test_datamodule_errors_name_the_path(tmp_path):
+    from dense.lit.data import CocoDataModule
+
+    missing = tmp_path / "no_coco_here"
+    dm = CocoDataModule(missing)
+    with pytest.raises(FileNotFoundError, match="no_coco_here") as e:
+        dm.setup("fit")
+    assert "instances_train2017.json" in str(e.value)  # says which layout is expected
+    (missing / "train2017").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"train_ann=.*instances_train2017.json \(file\)"):
+        dm.setup("fit")
+    with pytest.raises(ValueError, match="augment preset"):
+        CocoDataModule(tmp_path, augment="yolo")
+
+
+def test_datamodule_exposes_classes(trained):
+    from dense.lit.data import CocoDataModule
+
+    _, data_root, _ = trained
+    dm = CocoDataModule(data_root, image_size=128, batch_size=4, num_workers=0)
+    dm.setup("fit")
+    assert dm.num_classes == 7
+    assert sorted(dm.label_to_cat_id) == list(range(1, 7))
+    assert dm.class_names[0] == "__background__"
+    images, targets = next(iter(dm.val_dataloader()))
+    assert images.shape[1:] == (3, 128, 128) and "orig_size" in targets[0]
+
+
+def test_schedulers_warmup_then_decay():
+    from dense.lit.schedulers import warmup_cosine, warmup_poly
+
+    def lrs(make, steps=20):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = make(opt)
+        out = []
+        for _ in range(steps):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    cos = lrs(partial(warmup_cosine, total_steps=20, steps_per_epoch=5, warmup_epochs=1, warmup_factor=0.1))
+    assert cos[0] == pytest.approx(0.1) and cos[5] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(cos[5:], cos[6:])) and cos[-1] < 0.05
+    poly = lrs(partial(warmup_poly, total_steps=20, steps_per_epoch=5, power=0.9))
+    assert poly[0] == pytest.approx(1.0) and all(a > b for a, b in zip(poly, poly[1:]))
+    with pytest.raises(ValueError, match="total_steps"):
+        lrs(partial(warmup_cosine, total_steps=0, steps_per_epoch=1))
+
+
+@pytest.fixture
+def tiny_module():
+    from dense import build_model
+    from dense.lit.detection import DetectionModule
+
+    model = build_model("detect", backbone="v3_small", num_classes=4, width_mult=0.35, image_size=128)
+    return DetectionModule(
+        model,
+        partial(torch.optim.SGD, lr=0.01, weight_decay=1e-4),
+        val_ann_file="unused.json",
+        label_to_cat_id={1: 10, 2: 20, 3: 30},
+        class_names=["__background__", "a", "b", "c"],
+    )
+
+
+def test_all_skipped_batch_is_skipped(tiny_module):
+    assert tiny_module.training_step(None, 0) is None
+
+
+def test_norm_parameters_get_their_own_weight_decay(tiny_module):
+    groups = tiny_module._param_groups()
+    assert len(groups) == 2 and groups[1]["weight_decay"] == 0.0
+    n_params = sum(1 for p in tiny_module.model.parameters() if p.requires_grad)
+    assert sum(len(g["params"]) for g in groups) == n_params
+
+
+def test_checkpoint_entry_round_trip(tiny_module, tmp_path):
+    """on_save_checkpoint + a plain torch.save -> load_detector_from_checkpoint (no Trainer)."""
+    from dense.lit.checkpoint import load_detector_from_checkpoint, load_model_from_checkpoint
+
+    ckpt = {"state_dict": tiny_module.state_dict(), "epoch": 3, "global_step": 42}
+    tiny_module.on_save_checkpoint(ckpt)
+    path = tmp_path / "x.ckpt"
+    torch.save(ckpt, path)
+    model, extras = load_detector_from_checkpoint(path)
+    assert extras["label_to_cat_id"] == {1: 10, 2: 20, 3: 30} and extras["epoch"] == 3
+    x = torch.rand(1, 3, 128, 128)
+    tiny_module.model.eval()
+    assert torch.equal(model(x)["cls_logits"], tiny_module.model(x)["cls_logits"])
+    with pytest.raises(ValueError, match="holds a 'detect' model"):
+        load_model_from_checkpoint(path, task="segment")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
+    with pytest.raises(ValueError, match="not written by dense"):
+        load_detector_from_checkpoint(tmp_path / "foreign.ckpt")
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        load_detector_from_checkpoint(tmp_path / "missing.ckpt")

@@ -1,0 +1,98 @@
+"""Re-evaluate a training checkpoint (Hydra entry point; config ``conf/eval.yaml``).
+
+    python tools/eval.py task=detect ckpt=outputs/.../checkpoints/last.ckpt data=shapes_coco
+
+The model is rebuilt from the checkpoint alone (``dense.lit.checkpoint``), including its input
+size; the data set comes from the ``data`` group, with the same overrides as in training. The
+validation is the training's own (same pipeline, same scoring), so the numbers equal those at the
+end of training. Writes to ``output_dir``: ``metrics.json`` (``val/map``, ``val/map_50``, ...) and
+``detections.json`` (COCO results format with the data set's category and image ids, scorable with
+``tools/score.py coco GT.json detections.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+try:
+    import dense  # noqa: F401
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import hydra
+from omegaconf import DictConfig
+
+from dense.lit.config import ConfigError, datamodule_kwargs, tidy_logging, validate_config
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+log = logging.getLogger("dense.eval")
+
+
+def evaluate(cfg: DictConfig) -> float | None:
+    """Load the checkpoint, validate it on the configured data, write metrics.json / detections.json."""
+    import lightning.pytorch as pl
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from dense.lit.checkpoint import load_model_from_checkpoint
+
+    tidy_logging()
+    pl.seed_everything(cfg.seed, workers=True)
+    out = Path(cfg.output_dir)
+    model, extras = load_model_from_checkpoint(cfg.ckpt, task=cfg.task.name)
+    size = extras["config"].get("image_size", getattr(model, "image_size", None))
+    # The network input size is the checkpoint's, whatever head.image_size says.
+    datamodule = instantiate(cfg.task.datamodule, **datamodule_kwargs(cfg, image_size=size))
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    ckpt_map = {int(k): int(v) for k, v in (extras.get("label_to_cat_id") or {}).items()}
+    if ckpt_map and ckpt_map != datamodule.label_to_cat_id:
+        raise ConfigError(
+            f"the checkpoint's classes (label -> category id {ckpt_map}) are not those of the data set "
+            f"{datamodule.val_ann_file} ({datamodule.label_to_cat_id}): wrong data= for this checkpoint?"
+        )
+    module = instantiate(cfg.task.module, model=model, num_log_images=0)
+
+    callbacks = [RichProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
+    trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=False, enable_checkpointing=False, default_root_dir=str(out)
+    )
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    if not trainer.is_global_zero:
+        return module.last_metrics.get(cfg.task.monitor)
+
+    out.mkdir(parents=True, exist_ok=True)
+    dets_path = out / "detections.json"
+    dets_path.write_text(json.dumps(module.last_detections))
+    coco = module.last_coco
+    metrics = {
+        **module.last_metrics,
+        "per_category_AP": dict(coco.per_category_ap) if coco else {},
+        "num_images": coco.num_images if coco else 0,
+        "num_detections": coco.num_detections if coco else 0,
+        "checkpoint": str(Path(cfg.ckpt).resolve()),
+        "epoch": extras.get("epoch"),
+        "global_step": extras.get("global_step"),
+        "gt": str(datamodule.val_ann_file),
+        "detections": str(dets_path.resolve()),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info("metrics.json and detections.json written to %s", out)
+    return module.last_metrics.get(cfg.task.monitor)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        validate_config(cfg, conf_dir=CONF_DIR, stage="eval")
+        return evaluate(cfg)
+    except ConfigError as e:
+        print(f"eval.py: config error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

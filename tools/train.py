@@ -1,0 +1,129 @@
+"""Train a model (Hydra entry point; the logic lives in ``dense`` and ``dense.lit``).
+
+    python tools/train.py task=detect backbone=v3_large            # built-in shapes data, CPU
+    python tools/train.py experiment=ssdlite_coco data.root=/coco  # torchvision's COCO recipe
+    python tools/train.py -m hparams_search=optuna                 # Optuna sweep over lr / wd
+    python tools/train.py ckpt=outputs/.../checkpoints/last.ckpt   # resume
+
+Writes to the run directory (``output_dir``): ``checkpoints/`` (best by ``task.monitor`` and
+``last.ckpt``), TensorBoard (``tb/``) and CSV (``csv/``) logs, and ``metrics.json``: the final
+validation metrics under their logged names (``val/map``, ``val/map_50``, ... as fractions) plus
+the checkpoint paths. Returns ``optimized_metric`` (the Optuna objective).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+try:
+    import dense  # noqa: F401
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from dense.lit.config import ConfigError, datamodule_kwargs, tidy_logging, validate_config
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+log = logging.getLogger("dense.train")
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Build everything from the (validated) config, fit, write metrics.json; returns the objective."""
+    import lightning.pytorch as pl
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    tidy_logging()
+    pl.seed_everything(cfg.seed, workers=True)
+    out = Path(cfg.output_dir)
+
+    # Data first: the model's class count comes from the data set's categories.
+    datamodule = instantiate(cfg.task.datamodule, **datamodule_kwargs(cfg))
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model = instantiate(cfg.task.model, num_classes=datamodule.num_classes)
+    module = instantiate(
+        cfg.task.module, model=model, optimizer=instantiate(cfg.optim), scheduler=instantiate(cfg.sched)
+    )
+
+    monitor, mode = cfg.task.monitor, cfg.task.monitor_mode
+    checkpoint = ModelCheckpoint(
+        dirpath=out / "checkpoints",
+        filename="best-epoch{epoch:03d}",
+        monitor=monitor,
+        mode=mode,
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+    )
+    callbacks: list[Any] = [checkpoint, LearningRateMonitor(logging_interval="step")]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(RichProgressBar())
+    loggers = [TensorBoardLogger(out, name="tb", version=""), CSVLogger(out, name="csv", version="")]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(out))
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt)
+
+    last = out / "checkpoints" / "last.ckpt"
+    if module.last_val_global_step != trainer.global_step:
+        # The final weights were not validated (check_val_every_n_epoch, or a resumed finished run):
+        # score them now so metrics.json and last.ckpt describe the same model.
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        trainer.save_checkpoint(last)
+    if not trainer.is_global_zero:
+        return module.last_metrics.get(cfg.optimized_metric)
+
+    best_score = checkpoint.best_model_score
+    metrics = {
+        **module.last_metrics,
+        "per_category_AP": dict(module.last_coco.per_category_ap) if module.last_coco else {},
+        "checkpoint": str(last.resolve()) if last.is_file() else None,
+        "best_checkpoint": str(Path(checkpoint.best_model_path).resolve())
+        if checkpoint.best_model_path
+        else None,
+        f"best_{monitor}": float(best_score) if best_score is not None else None,
+        "epoch": int(trainer.current_epoch),
+        "global_step": int(trainer.global_step),
+        "interrupted": bool(trainer.interrupted),
+        "task": cfg.task.name,
+        "backbone": cfg.backbone.name,
+        "output_dir": str(out.resolve()),
+    }
+    path = out / "metrics.json"
+    path.write_text(json.dumps(_json_safe(metrics), indent=2) + "\n")
+    log.info("metrics written to %s (%s = %s)", path, cfg.optimized_metric, metrics.get(cfg.optimized_metric))
+    return module.last_metrics.get(cfg.optimized_metric)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        validate_config(cfg, conf_dir=CONF_DIR, stage="train")  # before any data or model work
+    except ConfigError as e:
+        print(f"train.py: config error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
