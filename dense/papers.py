@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["CLASSIFIERS", "SSDLITE", "TORCHVISION_SSDLITE_PARAMS", "DetectionRow", "PaperRow"]
+__all__ = [
+    "CLASSIFIERS",
+    "SEGMENTATION",
+    "SSDLITE",
+    "SegmentationRow",
+    "TORCHVISION_SSDLITE_PARAMS",
+    "DetectionRow",
+    "PaperRow",
+]
 
 
 class PaperRow(NamedTuple):
@@ -56,3 +64,25 @@ SSDLITE = (
     DetectionRow("v2", 0.35, False, 0.93, 0.16, 13.7, "MobileNetV3 Table 6"),
 )
 TORCHVISION_SSDLITE_PARAMS = 3_440_060  # ssdlite320_mobilenet_v3_large, "torchvision" anchors, reduced tail
+
+
+class SegmentationRow(NamedTuple):
+    backbone: str
+    head: str
+    head_channels: int
+    reduced_tail: bool
+    output_stride: int
+    size: tuple[int, int]
+    madds_b: float
+    params_m: float | None
+    source: str
+
+
+# Cityscapes, 19 classes (MobileNetV3 Tables 7 and 8).
+SEGMENTATION = (
+    SegmentationRow("v3_large", "lraspp", 128, True, 16, (512, 1024), 2.48, 1.51, "MobileNetV3 Table 7"),
+    SegmentationRow("v3_small", "lraspp", 128, True, 16, (512, 1024), 0.74, 0.47, "MobileNetV3 Table 7"),
+    SegmentationRow("v3_large", "lraspp", 128, True, 32, (512, 1024), 1.98, None, "MobileNetV3 Table 7"),
+    SegmentationRow("v3_small", "lraspp", 128, True, 32, (512, 1024), 0.53, None, "MobileNetV3 Table 7"),
+    SegmentationRow("v3_large", "raspp", 256, False, 16, (1024, 2048), 18.43, 3.60, "MobileNetV3 Table 7"),
+)

@@ -2,6 +2,7 @@
 
 Taps (DESIGN.md sec. 2):
   c3      last block output at stride 8
+  c3_first  output of the first block at stride 8 (torchvision's LR-ASPP low-level features)
   c4      last block output at stride 16
   c4_exp  expansion output of the first block of the stride-32 stage (SSDLite's C4 in the
           MobileNetV3 paper, sec. 6.2); for V1, which has no expansion, the same as c4
@@ -21,7 +22,7 @@ from .specs import Family, get_family
 
 __all__ = ["TAPS", "Backbone", "FeatureSpec", "build_backbone"]
 
-TAPS = ("c3", "c4", "c4_exp", "c5")
+TAPS = ("c3", "c3_first", "c4", "c4_exp", "c5")
 
 
 class FeatureSpec(NamedTuple):
@@ -141,6 +142,7 @@ class Backbone(nn.Module):
             return min(nominal, output_stride)
 
         c3 = max(i for i, p in enumerate(plans) if p.out_stride == 8)
+        c3_first = min(i for i, p in enumerate(plans) if p.out_stride == 8)
         c4 = max(i for i, p in enumerate(plans) if p.out_stride == 16)
         has_exp = plans[tail_start].kind == "ir"
         self._out_taps: dict[int, list[str]] = {}
@@ -148,10 +150,11 @@ class Backbone(nn.Module):
         specs: dict[str, FeatureSpec] = {}
         needed = -1  # last block index needed
         for tap in taps:
-            if tap == "c3":
-                self._out_taps.setdefault(c3, []).append(tap)
-                specs[tap] = FeatureSpec(plans[c3].out, 8)
-                needed = max(needed, c3)
+            if tap in ("c3", "c3_first"):
+                idx = c3 if tap == "c3" else c3_first
+                self._out_taps.setdefault(idx, []).append(tap)
+                specs[tap] = FeatureSpec(plans[idx].out, 8)
+                needed = max(needed, idx)
             elif tap == "c4" or (tap == "c4_exp" and not has_exp):
                 self._out_taps.setdefault(c4, []).append(tap)
                 specs[tap] = FeatureSpec(plans[c4].out, 16)
@@ -268,7 +271,7 @@ def build_backbone(
     """Build a backbone by name: "v1", "v2", "v3_large", "v3_small", "mixnet_s", "mixnet_m", "mixnet_l".
 
     Args:
-        taps: feature taps to return, any of "c3", "c4", "c4_exp", "c5".
+        taps: feature taps to return, any of "c3", "c3_first", "c4", "c4_exp", "c5".
         width_mult: the width multiplier alpha (MobileNetV1 sec. 3.3), applied to every layer.
         reduced_tail: halve the channels between C4 and C5 (MobileNetV3 sec. 6.3, "RF2").
         output_stride: 32, or 16 to dilate the last stage instead of striding it.

@@ -1,1 +1,6 @@
+"""Semantic segmentation: R-ASPP and LR-ASPP heads, the Segmenter."""
 
+from .heads import LRASPPHead, RASPPHead
+from .segmenter import HEADS, Segmenter, build_segmenter, segmentation_loss
+
+__all__ = ["HEADS", "LRASPPHead", "RASPPHead", "Segmenter", "build_segmenter", "segmentation_loss"]

@@ -196,8 +196,32 @@ def _ssdlite320_mobilenet_v3_large(sd: Mapping[str, Tensor]) -> nn.Module:
     return _try_tails(build, sd, "torchvision ssdlite320_mobilenet_v3_large")
 
 
+def _lraspp_mobilenet_v3_large(sd: Mapping[str, Tensor]) -> nn.Module:
+    """torchvision's LR-ASPP: dilated V3-Large (full tail), low-level features from the first block
+    of the stride-8 stage, global pooling in branch B, F = 128."""
+    from dense.segmentation import build_segmenter
+
+    key = "classifier.high_classifier.weight"
+    if key not in sd:
+        raise WeightsError(f"not an lraspp_mobilenet_v3_large state dict: '{key}' is missing")
+    model = build_segmenter(
+        "v3_large",
+        head="lraspp",
+        num_classes=sd[key].shape[0],
+        head_channels=sd[key].shape[1],
+        output_stride=16,
+        pooling="global",
+        low_tap="c3_first",
+    )
+    _load_mapped(model, map_ordered(sd, model.state_dict(), what="torchvision lraspp_mobilenet_v3_large"))
+    return model
+
+
 # torchvision models of the tasks (detection, segmentation): name -> converter of a state dict
-TORCHVISION_TASK_MODELS = {"ssdlite320_mobilenet_v3_large": _ssdlite320_mobilenet_v3_large}
+TORCHVISION_TASK_MODELS = {
+    "ssdlite320_mobilenet_v3_large": _ssdlite320_mobilenet_v3_large,
+    "lraspp_mobilenet_v3_large": _lraspp_mobilenet_v3_large,
+}
 
 
 def from_timm(name: str, state_dict_or_path) -> nn.Module:
