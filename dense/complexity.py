@@ -26,7 +26,7 @@ def _elementwise_hooks(model: nn.Module, total: list[int]) -> list:
     TensorFlow's profiler counts and torch's counter does not: inference batch norm, the
     squeeze-excite rescale, residual additions. (Hooks, not a FlopCounterMode mapping: the mode
     decomposes batch norm into primitives that it would then count several times.)"""
-    from dense.backbones.blocks import DepthwiseSeparable, InvertedResidual, SqueezeExcite
+    from dense.backbones.blocks import ConvBNAct, DepthwiseSeparable, InvertedResidual, SqueezeExcite
 
     def add(_m, _i, out):
         total[0] += out.numel()
@@ -35,8 +35,12 @@ def _elementwise_hooks(model: nn.Module, total: list[int]) -> list:
         total[0] += out.numel() if m.use_skip else 0
 
     hooks = []
+    # ConvBNAct folds its BatchNorm in eval mode (the norm module is not called): count it there
+    folded = {id(m[1]) for m in model.modules() if isinstance(m, ConvBNAct) and m.folds_batchnorm()}
     for m in model.modules():
-        if isinstance(m, (*_NORMS, SqueezeExcite)):
+        if isinstance(m, ConvBNAct) and m.folds_batchnorm():
+            hooks.append(m.register_forward_hook(add))
+        elif isinstance(m, (*_NORMS, SqueezeExcite)) and id(m) not in folded:
             hooks.append(m.register_forward_hook(add))
         elif isinstance(m, (InvertedResidual, DepthwiseSeparable)):
             hooks.append(m.register_forward_hook(add_if_skip))

@@ -1,7 +1,10 @@
 """Benchmarks: complexity beside the papers' tables, and CPU latency beside the peers.
 
-  python tools/benchmark.py --paper            params / MAdds of every classifier vs the papers
+  python tools/benchmark.py --paper            params / MAdds vs the papers: classifiers, SSDLite
+                                               (Table 6), R-ASPP / LR-ASPP (Tables 7-8)
   python tools/benchmark.py --speed            batch-1 latency, dense vs torchvision / timm, as ratios
+  python tools/benchmark.py --detect           SSDLite predict / train step vs torchvision; COCO scoring
+  python tools/benchmark.py --segment          LR-ASPP inference / train step vs torchvision; mIoU cost
   python tools/benchmark.py --paper --speed --out bench.json
 
 Latency is measured in one process, interleaving dense and peer runs so that machine noise hits
@@ -27,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dense.backbones.blocks import fuse_batchnorm  # noqa: E402
 from dense.classification import build_classifier  # noqa: E402
 from dense.complexity import count_madds, count_params  # noqa: E402
-from dense.papers import CLASSIFIERS  # noqa: E402
+from dense.papers import CLASSIFIERS, SEGMENTATION, SSDLITE, TORCHVISION_SSDLITE_PARAMS  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 150)
 
@@ -101,6 +104,100 @@ def paper_table() -> list[dict]:
             f"{r.madds_m}",
             f"{(m / r.madds_m - 1) * 100:+.1f}%",
             f"{me:.1f}",
+        )
+    console.print(table)
+    return rows
+
+
+def _delta(ours: float, paper: float | None) -> str:
+    return "" if paper is None else f"{(ours / paper - 1) * 100:+.1f}%"
+
+
+def detection_paper_table() -> list[dict]:
+    """SSDLite, "tf" anchors, 320x320, 91 classes: MobileNetV3 Table 6; torchvision's preset."""
+    import dense
+
+    table = Table(title="SSDLite 320x320, 91 classes, tf anchors: dense vs MobileNetV3 Table 6")
+    for col in ("backbone", "width", "reduced tail", "params M", "paper", "Δ", "MAdds B", "paper", "Δ"):
+        table.add_column(col, justify="right")
+    rows = []
+    for r in SSDLITE:
+        model = dense.build_model(
+            "detect",
+            r.backbone,
+            num_classes=91,
+            width_mult=r.width_mult,
+            reduced_tail=r.reduced_tail,
+            anchors="tf",
+        )
+        p, m = count_params(model) / 1e6, count_madds(model, 320) / 1e9
+        rows.append(dict(r._asdict(), ours_params_m=round(p, 3), ours_madds_b=round(m, 3)))
+        table.add_row(
+            r.backbone,
+            f"{r.width_mult:g}",
+            str(r.reduced_tail),
+            f"{p:.2f}",
+            f"{r.params_m}",
+            _delta(p, r.params_m),
+            f"{m:.3f}",
+            f"{r.madds_b}",
+            _delta(m, r.madds_b),
+        )
+    tv = dense.build_model("detect", "v3_large", num_classes=91, reduced_tail=True, anchors="torchvision")
+    n = count_params(tv, include_norm=True)
+    table.add_row(
+        "v3_large (torchvision anchors)",
+        "1",
+        "True",
+        f"{n:,}",
+        f"{TORCHVISION_SSDLITE_PARAMS:,}",
+        "",
+        "",
+        "",
+        "",
+    )
+    rows.append(
+        dict(
+            backbone="v3_large",
+            anchors="torchvision",
+            params=n,
+            torchvision_params=TORCHVISION_SSDLITE_PARAMS,
+        )
+    )
+    console.print(table)
+    return rows
+
+
+def segmentation_paper_table() -> list[dict]:
+    """R-ASPP / LR-ASPP, 19 classes: MobileNetV3 Tables 7-8 (see README for the params gap)."""
+    import dense
+
+    table = Table(title="Segmentation, 19 classes: dense vs MobileNetV3 Tables 7-8")
+    for col in ("model", "F", "OS", "input", "params M", "paper", "MAdds B", "paper", "Δ"):
+        table.add_column(col, justify="right")
+    rows = []
+    for r in SEGMENTATION:
+        model = dense.build_model(
+            "segment",
+            r.backbone,
+            head=r.head,
+            num_classes=19,
+            reduced_tail=r.reduced_tail,
+            output_stride=r.output_stride,
+            head_channels=r.head_channels,
+        )
+        p, m = count_params(model) / 1e6, count_madds(model, r.size) / 1e9
+        rows.append(dict(r._asdict(), ours_params_m=round(p, 3), ours_madds_b=round(m, 3)))
+        table.add_row(
+            f"{r.backbone}{' RF2' if r.reduced_tail else ''} {r.head}",
+            str(r.head_channels),
+            str(r.output_stride),
+            f"{r.size[0]}x{r.size[1]}",
+            f"{p:.3f}",
+            "" if r.params_m is None else f"{r.params_m}",
+            f"{m:.2f}",
+            f"{r.madds_b}",
+            _delta(m, r.madds_b),
         )
     console.print(table)
     return rows
@@ -232,6 +329,84 @@ def detect_tables(*, threads: int, iters: int, warmup: int) -> dict:
     return rows
 
 
+def segment_tables(*, threads: int, iters: int, warmup: int) -> dict:
+    """LR-ASPP V3-Large (torchvision's configuration) vs torchvision: inference at 1024x2048,
+    a training step at batch 8, 256x512, with the same loss; and the mIoU metric's cost."""
+    import torchvision
+
+    import dense
+    from dense.evaluation.cityscapes import CityscapesMIoU
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    tv = torchvision.models.segmentation.lraspp_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=19
+    ).eval()
+    ours = dense.from_torchvision("lraspp_mobilenet_v3_large", tv.state_dict()).eval()
+    table = Table(
+        title=f"LR-ASPP MobileNetV3-Large, CPU, {threads} threads (median); ratio = dense / torchvision"
+    )
+    for col in ("what", "dense ms", "torchvision ms", "ratio"):
+        table.add_column(col, justify="right")
+    rows = {}
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    # inference, batch 1, full Cityscapes resolution; torchvision gets normalised input (its usual call)
+    img = torch.rand(1, 3, 1024, 2048)
+    n = max(3, iters // 5)
+    td, tt = time_pair(ours, lambda x: tv(x)["out"], img, (img - mean) / std, iters=n, warmup=min(warmup, 2))
+    rows["inference_1024x2048"] = dict(dense_ms=td * 1e3, torchvision_ms=tt * 1e3, ratio=td / tt)
+    table.add_row("inference 1024x2048, batch 1", f"{td * 1e3:.0f}", f"{tt * 1e3:.0f}", f"{td / tt:.3f}")
+
+    # training step: batch 8, 256x512, cross-entropy (ignore 255) + backward + SGD step
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(8, 3, 256, 512, generator=g)
+    masks = torch.randint(0, 19, (8, 256, 512), generator=g)
+    masks[:, :16] = 255
+    opt_d = torch.optim.SGD(ours.parameters(), lr=1e-3, momentum=0.9)
+    opt_t = torch.optim.SGD(tv.parameters(), lr=1e-3, momentum=0.9)
+
+    def step_dense(x):
+        loss = ours.loss(ours(x), masks)
+        opt_d.zero_grad()
+        loss.backward()
+        opt_d.step()
+
+    def step_tv(x):
+        loss = torch.nn.functional.cross_entropy(tv((x - mean) / std)["out"], masks, ignore_index=255)
+        opt_t.zero_grad()
+        loss.backward()
+        opt_t.step()
+
+    ours.train(), tv.train()
+    with torch.enable_grad():
+        td, tt = time_pair(step_dense, step_tv, images, images, iters=n, warmup=1, grad=True)
+    ours.eval(), tv.eval()
+    rows["train_step_8x256x512"] = dict(dense_ms=td * 1e3, torchvision_ms=tt * 1e3, ratio=td / tt)
+    table.add_row("train step, batch 8, 256x512", f"{td * 1e3:.0f}", f"{tt * 1e3:.0f}", f"{td / tt:.3f}")
+    console.print(table)
+
+    # mIoU accumulation per full-resolution image (confusion matrix update), vs the network
+    metric = CityscapesMIoU()
+    target = torch.randint(0, 19, (1, 1024, 2048), generator=g)
+    target[:, :64] = 255
+    preds = torch.randint(0, 19, (1, 1024, 2048), generator=g)
+    metric.update(preds, target)
+    t = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        metric.update(preds, target)
+        t.append(time.perf_counter() - t0)
+    per_image = statistics.median(t)
+    rows["miou_update_s_per_image"] = per_image
+    console.print(
+        f"mIoU accumulation: {per_image * 1e3:.1f} ms per 1024x2048 image "
+        f"({per_image / rows['inference_1024x2048']['dense_ms'] * 1e5:.1f}% of the network's time)"
+    )
+    return rows
+
+
 def _synthetic_coco(num_images: int, seed: int = 0) -> tuple[dict, list]:
     """Ground truth and noisy detections in COCO format (no pixels needed to score)."""
     import numpy as np
@@ -311,6 +486,9 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--detect", action="store_true", help="SSDLite predict / train step vs torchvision; COCO scoring"
     )
+    ap.add_argument(
+        "--segment", action="store_true", help="LR-ASPP inference / train step vs torchvision; mIoU cost"
+    )
     ap.add_argument("--models", nargs="*", default=list(PEERS), help="backbones for --speed")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--size", type=int, default=224)
@@ -318,20 +496,24 @@ def main(argv=None) -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--out", type=Path, help="write the figures as JSON")
     args = ap.parse_args(argv)
-    if not (args.paper or args.speed or args.detect):
-        ap.error("choose --paper, --speed and/or --detect")
+    if not (args.paper or args.speed or args.detect or args.segment):
+        ap.error("choose --paper, --speed, --detect and/or --segment")
     unknown = sorted(set(args.models) - set(PEERS))
     if unknown:
         ap.error(f"unknown model(s) {unknown}; valid: {list(PEERS)}")
     result = {"device": "cpu", "torch": torch.__version__}
     if args.paper:
         result["paper"] = paper_table()
+        result["paper_detection"] = detection_paper_table()
+        result["paper_segmentation"] = segmentation_paper_table()
     if args.speed:
         result["speed"] = speed_table(
             args.models, threads=args.threads, size=args.size, iters=args.iters, warmup=args.warmup
         )
     if args.detect:
         result["detect"] = detect_tables(threads=args.threads, iters=args.iters, warmup=args.warmup)
+    if args.segment:
+        result["segment"] = segment_tables(threads=args.threads, iters=args.iters, warmup=args.warmup)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
         console.print(f"wrote {args.out}")

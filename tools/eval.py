@@ -1,21 +1,28 @@
 """Re-evaluate a training checkpoint (Hydra entry point; config ``conf/eval.yaml``).
 
     python tools/eval.py task=detect ckpt=outputs/.../checkpoints/last.ckpt data=shapes_coco
+    python tools/eval.py task=segment ckpt=outputs/.../checkpoints/last.ckpt data=shapes_cityscapes
 
 The model is rebuilt from the checkpoint alone (``dense.lit.checkpoint``), including its input
 size; the data set comes from the ``data`` group, with the same overrides as in training. The
 validation is the training's own (same pipeline, same scoring), so the numbers equal those at the
-end of training. Writes to ``output_dir``: ``metrics.json`` (``val/map``, ``val/map_50``, ...) and
-``detections.json`` (COCO results format with the data set's category and image ids, scorable with
-``tools/score.py coco GT.json detections.json``).
+end of training. Writes to ``output_dir``: ``metrics.json`` and the predictions:
+
+- detect: ``val/map``, ``val/map_50``, ... and ``detections.json`` (COCO results format with the
+  data set's category and image ids, scorable with ``tools/score.py coco GT.json detections.json``);
+- segment: ``val/miou``, ``val/iou/<class>`` and, unless ``save_predictions=false``, one labelIds
+  PNG per val image in ``pred_dir`` named after it (the official submission format, scorable with
+  ``tools/score.py cityscapes ROOT/gtFine/val PRED_DIR``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from pathlib import Path
+from typing import Any
 
 try:
     import dense  # noqa: F401
@@ -32,7 +39,7 @@ log = logging.getLogger("dense.eval")
 
 
 def evaluate(cfg: DictConfig) -> float | None:
-    """Load the checkpoint, validate it on the configured data, write metrics.json / detections.json."""
+    """Load the checkpoint, validate it on the configured data, write metrics.json and predictions."""
     import lightning.pytorch as pl
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import RichProgressBar
@@ -42,19 +49,22 @@ def evaluate(cfg: DictConfig) -> float | None:
     tidy_logging()
     pl.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
-    model, extras = load_model_from_checkpoint(cfg.ckpt, task=cfg.task.name)
-    size = extras["config"].get("image_size", getattr(model, "image_size", None))
-    # The network input size is the checkpoint's, whatever head.image_size says.
-    datamodule = instantiate(cfg.task.datamodule, **datamodule_kwargs(cfg, image_size=size))
+    task = cfg.task.name
+    try:
+        model, extras = load_model_from_checkpoint(cfg.ckpt, task=task)
+    except ValueError as e:  # wrong task, not a dense checkpoint: a usage error, not a crash
+        raise ConfigError(str(e)) from e
+    data_overrides, module_overrides = {}, {}
+    if task == "detect":
+        # The network input size is the checkpoint's, whatever head.image_size says.
+        data_overrides["image_size"] = extras["config"].get("image_size", getattr(model, "image_size", None))
+    elif cfg.get("save_predictions", False):
+        module_overrides["pred_dir"] = str(cfg.pred_dir)
+    datamodule = instantiate(cfg.task.datamodule, **datamodule_kwargs(cfg, **data_overrides))
     datamodule.prepare_data()
     datamodule.setup("validate")
-    ckpt_map = {int(k): int(v) for k, v in (extras.get("label_to_cat_id") or {}).items()}
-    if ckpt_map and ckpt_map != datamodule.label_to_cat_id:
-        raise ConfigError(
-            f"the checkpoint's classes (label -> category id {ckpt_map}) are not those of the data set "
-            f"{datamodule.val_ann_file} ({datamodule.label_to_cat_id}): wrong data= for this checkpoint?"
-        )
-    module = instantiate(cfg.task.module, model=model, num_log_images=0)
+    _check_classes(task, extras, model, datamodule)
+    module = instantiate(cfg.task.module, model=model, num_log_images=0, **module_overrides)
 
     callbacks = [RichProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
     trainer = instantiate(
@@ -65,23 +75,63 @@ def evaluate(cfg: DictConfig) -> float | None:
         return module.last_metrics.get(cfg.task.monitor)
 
     out.mkdir(parents=True, exist_ok=True)
-    dets_path = out / "detections.json"
-    dets_path.write_text(json.dumps(module.last_detections))
-    coco = module.last_coco
-    metrics = {
-        **module.last_metrics,
-        "per_category_AP": dict(coco.per_category_ap) if coco else {},
-        "num_images": coco.num_images if coco else 0,
-        "num_detections": coco.num_detections if coco else 0,
+    common = {
         "checkpoint": str(Path(cfg.ckpt).resolve()),
         "epoch": extras.get("epoch"),
         "global_step": extras.get("global_step"),
-        "gt": str(datamodule.val_ann_file),
-        "detections": str(dets_path.resolve()),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    log.info("metrics.json and detections.json written to %s", out)
+    if task == "detect":
+        dets_path = out / "detections.json"
+        dets_path.write_text(json.dumps(module.last_detections))
+        coco = module.last_coco
+        metrics = {
+            **module.last_metrics,
+            "per_category_AP": dict(coco.per_category_ap) if coco else {},
+            "num_images": coco.num_images if coco else 0,
+            "num_detections": coco.num_detections if coco else 0,
+            **common,
+            "gt": str(datamodule.val_ann_file),
+            "detections": str(dets_path.resolve()),
+        }
+    else:
+        pred_dir = module.pred_dir
+        metrics = {
+            **module.last_metrics,
+            "num_images": module.last_num_images,
+            **common,
+            "gt": str(datamodule.val_label_dir),
+            "predictions": str(pred_dir.resolve()) if pred_dir is not None else None,
+        }
+    (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2) + "\n")
+    log.info("metrics.json and the predictions written to %s", out)
     return module.last_metrics.get(cfg.task.monitor)
+
+
+def _check_classes(task: str, extras: dict[str, Any], model: Any, datamodule: Any) -> None:
+    """The checkpoint's classes must be the data set's: a wrong data= would score nonsense."""
+    if task == "detect":
+        ckpt_map = {int(k): int(v) for k, v in (extras.get("label_to_cat_id") or {}).items()}
+        if ckpt_map and ckpt_map != datamodule.label_to_cat_id:
+            raise ConfigError(
+                f"the checkpoint's classes (label -> category id {ckpt_map}) are not those of the data set "
+                f"{datamodule.val_ann_file} ({datamodule.label_to_cat_id}): wrong data= for this checkpoint?"
+            )
+    elif int(model.num_classes) != int(datamodule.num_classes):
+        raise ConfigError(
+            f"the checkpoint predicts {model.num_classes} classes but the data set has "
+            f"{datamodule.num_classes}: wrong data= for this checkpoint?"
+        )
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN / inf -> null (an IoU of a class absent from the data is NaN), so the file is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

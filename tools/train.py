@@ -1,14 +1,17 @@
 """Train a model (Hydra entry point; the logic lives in ``dense`` and ``dense.lit``).
 
     python tools/train.py task=detect backbone=v3_large            # built-in shapes data, CPU
+    python tools/train.py task=segment backbone=v3_large           # LR-ASPP, built-in shapes_cityscapes
     python tools/train.py experiment=ssdlite_coco data.root=/coco  # torchvision's COCO recipe
+    python tools/train.py experiment=lraspp_cityscapes data.root=/cityscapes  # the V3 paper's recipe
     python tools/train.py -m hparams_search=optuna                 # Optuna sweep over lr / wd
     python tools/train.py ckpt=outputs/.../checkpoints/last.ckpt   # resume
 
 Writes to the run directory (``output_dir``): ``checkpoints/`` (best by ``task.monitor`` and
 ``last.ckpt``), TensorBoard (``tb/``) and CSV (``csv/``) logs, and ``metrics.json``: the final
-validation metrics under their logged names (``val/map``, ``val/map_50``, ... as fractions) plus
-the checkpoint paths. Returns ``optimized_metric`` (the Optuna objective).
+validation metrics under their logged names as fractions (detect: ``val/map``, ``val/map_50``, ...
+plus ``per_category_AP``; segment: ``val/miou``, ``val/iou/<class>``, ``val/loss``) and the
+checkpoint paths. Returns ``optimized_metric`` (the Optuna objective).
 """
 
 from __future__ import annotations
@@ -42,6 +45,13 @@ def _json_safe(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_json_safe(v) for v in obj]
     return obj
+
+
+def _task_extras(module: Any) -> dict[str, Any]:
+    """What metrics.json adds to the logged metrics, by task."""
+    if hasattr(module, "last_coco"):  # detection
+        return {"per_category_AP": dict(module.last_coco.per_category_ap) if module.last_coco else {}}
+    return {"num_val_images": int(getattr(module, "last_num_images", 0))}
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -96,7 +106,7 @@ def train(cfg: DictConfig) -> float | None:
     best_score = checkpoint.best_model_score
     metrics = {
         **module.last_metrics,
-        "per_category_AP": dict(module.last_coco.per_category_ap) if module.last_coco else {},
+        **_task_extras(module),
         "checkpoint": str(last.resolve()) if last.is_file() else None,
         "best_checkpoint": str(Path(checkpoint.best_model_path).resolve())
         if checkpoint.best_model_path

@@ -82,8 +82,15 @@ _COLOR_LUT[:NUM_CLASSES] = CITYSCAPES_PALETTE
 
 
 def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
-    """Map a uint8 labelIds array of any shape to trainIds (uint8, 255 = ignore), vectorised."""
-    return LABEL_ID_TO_TRAIN_ID[np.asarray(label_ids, dtype=np.uint8)]
+    """Map a labelIds array of any shape to trainIds (uint8, 255 = ignore), vectorised.
+
+    Values outside 0..255 (possible in wider integer arrays) map to 255.
+    """
+    a = np.asarray(label_ids)
+    if a.dtype != np.uint8:
+        # a plain uint8 cast would wrap 263 to 7 (road): send out-of-range values to 255 first
+        a = np.where((a >= 0) & (a <= 255), a, IGNORE_INDEX).astype(np.uint8)
+    return LABEL_ID_TO_TRAIN_ID[a]
 
 
 def train_ids_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
@@ -124,25 +131,30 @@ def _default_cache_dir() -> Path:
     return Path(base) / "dense" / "cityscapes-scan"
 
 
-def _label_values(path: Path) -> tuple[list[int], tuple[int, int], str]:
-    """Read one label PNG fully: (sorted distinct values, (W, H), PIL mode).
+def _label_values(path: Path) -> list[int]:
+    """Decode one label PNG fully and return its sorted distinct values.
 
     A bincount over the uint8 buffer is ~1 ms per 1024x2048 label (np.unique sorts: ~30x slower);
     PNG decoding dominates and releases the GIL, so the scan runs in a thread pool.
     """
-    with Image.open(path) as im:
-        mode, size = im.mode, im.size
-        if mode not in ("L", "P"):
-            return [], size, mode
-        arr = np.asarray(im)
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im)
+    except (OSError, SyntaxError, ValueError) as e:  # truncated / corrupt PNG data
+        raise CityscapesDataError(f"{path}: cannot decode label PNG: {e}") from e
+    if arr.dtype != np.uint8 or arr.ndim != 2:  # the header check in _scan should stop these
+        raise CityscapesDataError(f"{path}: label is {arr.dtype} {arr.shape}, expected 8-bit single channel")
     counts = np.bincount(arr.reshape(-1), minlength=256)
-    return np.flatnonzero(counts).tolist(), size, mode
+    return np.flatnonzero(counts).tolist()
 
 
-def _header(path: Path) -> tuple[tuple[int, int], str]:
+def _header(path: Path, what: str) -> tuple[tuple[int, int], str]:
     # PIL reads only the header until pixel data is requested: cheap size / mode check.
-    with Image.open(path) as im:
-        return im.size, im.mode
+    try:
+        with Image.open(path) as im:
+            return im.size, im.mode
+    except (OSError, SyntaxError, ValueError) as e:
+        raise CityscapesDataError(f"{path}: cannot read {what} PNG: {e}") from e
 
 
 class CityscapesSegmentation(Dataset):
@@ -165,8 +177,10 @@ class CityscapesSegmentation(Dataset):
     Raises:
         CityscapesDataError at construction (before any training step), naming the file and the
         problem: missing folders, no images, an image without its label, a label without its
-        image, a label that is not single channel, a label whose size differs from its image,
-        label values outside the label table.
+        image (always, even when labels are optional), an unreadable PNG, an image that is not
+        RGB, a label that is not single channel, a label whose size differs from its image,
+        label values outside the label table. Images are only header-checked here: a truncated
+        image still fails in ``__getitem__``.
 
     Each sample is a dict:
         ``image``: float32 tensor [3, H, W] in [0, 1];
@@ -217,7 +231,10 @@ class CityscapesSegmentation(Dataset):
             )
         images = sorted(img_dir.glob(f"*/*{IMAGE_SUFFIX}"))
         if not images:
-            raise CityscapesDataError(f"{img_dir}: no <city>/*{IMAGE_SUFFIX} files found")
+            hint = ""
+            if any(img_dir.glob(f"*{IMAGE_SUFFIX}")):
+                hint = f"; images must sit in per-city folders: {img_dir}/<city>/"
+            raise CityscapesDataError(f"{img_dir}: no <city>/*{IMAGE_SUFFIX} files found{hint}")
         labels: dict[str, Path] = {}
         if gt_dir.is_dir():
             labels = {p.relative_to(gt_dir).as_posix(): p for p in gt_dir.glob(f"*/*{LABEL_SUFFIX}")}
@@ -229,22 +246,23 @@ class CityscapesSegmentation(Dataset):
             lab = labels.pop(rel, None)
             if lab is None and self.require_labels:
                 raise CityscapesDataError(f"{img}: image has no label; expected {gt_dir / rel}")
-            (iw, ih), imode = _header(img)
+            (iw, ih), imode = _header(img, "image")
             if imode != "RGB":
                 raise CityscapesDataError(f"{img}: image mode is {imode}, expected 8-bit RGB")
             if lab is not None:
-                (lw, lh), lmode = _header(lab)
+                (lw, lh), lmode = _header(lab, "label")
                 if lmode not in ("L", "P"):
+                    hint = " (is this a _gtFine_color.png?)" if lmode in ("RGB", "RGBA") else ""
                     raise CityscapesDataError(
-                        f"{lab}: label mode is {lmode}, expected a single-channel 8-bit labelIds PNG "
-                        "(is this a _gtFine_color.png?)"
+                        f"{lab}: label mode is {lmode}, expected a single-channel 8-bit labelIds PNG{hint}"
                     )
                 if (iw, ih) != (lw, lh):
                     raise CityscapesDataError(
                         f"{lab}: label size {lw}x{lh} differs from image size {iw}x{ih} ({img})"
                     )
             samples.append(CityscapesSample(name=name, image=img, label=lab))
-        if labels and self.require_labels:
+        # A label without its image is a broken download / copy whether or not labels are required.
+        if labels:
             orphan = next(iter(labels.values()))
             expected = img_dir / orphan.parent.name / (orphan.name[: -len(LABEL_SUFFIX)] + IMAGE_SUFFIX)
             more = f" ({len(labels)} labels without images in all)" if len(labels) > 1 else ""
@@ -275,7 +293,12 @@ class CityscapesSegmentation(Dataset):
             st = p.stat()
             key = str(p.resolve())
             hit = cache.get(key)
-            if hit and hit["size"] == st.st_size and hit["mtime_ns"] == st.st_mtime_ns:
+            if (
+                isinstance(hit, dict)
+                and isinstance(hit.get("values"), list)
+                and hit.get("size") == st.st_size
+                and hit.get("mtime_ns") == st.st_mtime_ns
+            ):
                 entries[key] = hit
             else:
                 todo.append((key, p, st))
@@ -283,8 +306,11 @@ class CityscapesSegmentation(Dataset):
             workers = workers or min(8, os.cpu_count() or 1)
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 results = list(pool.map(lambda t: _label_values(t[1]), todo))
-            for (key, _p, st), (values, _size, _mode) in zip(todo, results):
+            for (key, _p, st), values in zip(todo, results):
                 entries[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "values": values}
+            if cache_path is not None:
+                # saved before the check: fixing one bad file then re-reads only that file
+                self._write_cache(cache_path, {**cache, **entries})
         # Check every file (cached or not) so an error names the first bad file in sorted order.
         for p in paths:
             values = entries[str(p.resolve())]["values"]
@@ -295,8 +321,6 @@ class CityscapesSegmentation(Dataset):
                     f"(valid: 0..{max(VALID_LABEL_IDS)}); "
                     "is this a trainIds or colour PNG instead of *_gtFine_labelIds.png?"
                 )
-        if cache_path is not None and todo:
-            self._write_cache(cache_path, {**cache, **entries})
 
     @staticmethod
     def _write_cache(path: Path, files: dict[str, Any]) -> None:
@@ -329,7 +353,8 @@ class CityscapesSegmentation(Dataset):
         """Raw arrays: image [H, W, 3] uint8 and mask [H, W] uint8 trainIds (255 ignore)."""
         s = self.samples[index]
         with Image.open(s.image) as im:
-            image = np.asarray(im.convert("RGB"))
+            # np.array, not np.asarray: PIL's buffer is read-only and torch.from_numpy warns on it
+            image = np.array(im if im.mode == "RGB" else im.convert("RGB"))
         if s.label is None:
             mask = np.full(image.shape[:2], IGNORE_INDEX, dtype=np.uint8)
         else:

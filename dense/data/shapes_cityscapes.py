@@ -592,10 +592,14 @@ def generate_shapes_cityscapes(
 
 
 def _read_manifest(root: Path) -> dict[str, Any] | None:
+    """Our manifest's parameters, or None (missing, unreadable, or some other tool's file)."""
     try:
-        return json.loads((root / MANIFEST).read_text())
+        data = json.loads((root / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(data, dict) or data.get("generator") != "dense.data.shapes_cityscapes":
+        return None
+    return data
 
 
 def ensure_shapes_cityscapes(
@@ -620,16 +624,22 @@ def ensure_shapes_cityscapes(
     want = _params(num_train, num_val, size, seed, write_color)
     if _read_manifest(root) == want:
         return root
-    if root.exists() and any(root.iterdir()) and _read_manifest(root) is None:
+    if root.exists() and (not root.is_dir() or any(root.iterdir())) and _read_manifest(root) is None:
         raise FileExistsError(
-            f"{root}: exists, is not empty and has no {MANIFEST}; "
+            f"{root}: exists, is not empty and has no {MANIFEST} written by this generator; "
             "refusing to overwrite it with synthetic data"
         )
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
     try:
         generate_shapes_cityscapes(
-            tmp, num_train=num_train, num_val=num_val, size=size, seed=seed, write_color=write_color
+            tmp,
+            num_train=num_train,
+            num_val=num_val,
+            size=size,
+            seed=seed,
+            write_color=write_color,
+            workers=workers,
         )
         if root.exists():
             if _read_manifest(root) == want:  # another process finished first
@@ -654,9 +664,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--num-val", type=int, default=50)
     p.add_argument("--size", type=int, nargs=2, default=(256, 512), metavar=("H", "W"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-color", action="store_true", help="skip the *_gtFine_color.png previews")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     a = p.parse_args(argv)
     root = ensure_shapes_cityscapes(
-        a.root, num_train=a.num_train, num_val=a.num_val, size=a.size, seed=a.seed
+        a.root,
+        num_train=a.num_train,
+        num_val=a.num_val,
+        size=a.size,
+        seed=a.seed,
+        write_color=not a.no_color,
+        workers=a.workers,
     )
     print(root)
 

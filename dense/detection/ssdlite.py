@@ -69,6 +69,7 @@ class Detector(nn.Module):
         num_classes: int,
         *,
         anchors: str = "torchvision",
+        anchor_scales: tuple[float, float] = (0.2, 0.95),
         image_size: int | tuple[int, int] = 320,
         width_mult: float = 1.0,
         loss: str = "softmax",
@@ -90,7 +91,10 @@ class Detector(nn.Module):
         depth = [max(16, int(c * width_mult)) for c in EXTRA_CHANNELS]  # torchvision's min depth 16
         chans = [spec["c4_exp"].channels, spec["c5"].channels, *depth]
         self.extra = nn.ModuleList(_extra_block(cin, cout, norm) for cin, cout in zip(chans[1:], depth))
-        self.anchor_generator = AnchorGenerator(anchors, num_maps=len(chans))
+        lo, hi = (float(v) for v in anchor_scales)
+        if not 0 < lo < hi <= 1:
+            raise ValueError(f"anchor_scales must be (min, max) with 0 < min < max <= 1, got {anchor_scales}")
+        self.anchor_generator = AnchorGenerator(anchors, num_maps=len(chans), min_scale=lo, max_scale=hi)
         per_cell = self.anchor_generator.num_anchors_per_location()
         self.cls_head = nn.ModuleList(
             _prediction_block(c, a * num_classes, norm) for c, a in zip(chans, per_cell)
@@ -182,6 +186,7 @@ def build_detector(
     width_mult: float = 1.0,
     reduced_tail: bool = False,
     anchors: str = "torchvision",
+    anchor_scales: tuple[float, float] = (0.2, 0.95),
     image_size: int | tuple[int, int] = 320,
     loss: str = "softmax",
     weights: str | None = None,
@@ -194,6 +199,9 @@ def build_detector(
     num_classes counts the background (COCO: 91 as torchvision, or K + 1 for K dataset classes).
     weights: an ImageNet checkpoint for the backbone (see `build_backbone`); without it the backbone
     is initialised N(0, 0.03) as torchvision's SSDLite trained from scratch.
+    anchor_scales: (smallest, largest) anchor scale as a fraction of the input side, spread
+    linearly over the six maps (SSD paper, eq. 4); (0.2, 0.95) as the papers and torchvision. A data
+    set of smaller objects needs a smaller minimum (the smallest anchor is min x image_size).
     """
     if head not in (None, "ssdlite"):
         raise ValueError(f"task 'detect' has the head 'ssdlite' only, got {head!r}")
@@ -203,6 +211,7 @@ def build_detector(
         width_mult=width_mult,
         reduced_tail=reduced_tail,
         anchors=anchors,
+        anchor_scales=tuple(float(v) for v in anchor_scales),
         image_size=image_size,
         loss=loss,
         score_thresh=score_thresh,
@@ -227,6 +236,7 @@ def build_detector(
         bb,
         num_classes,
         anchors=anchors,
+        anchor_scales=anchor_scales,
         image_size=image_size,
         width_mult=width_mult,
         loss=loss,

@@ -4,11 +4,13 @@ The Lightning modules write a ``"dense_model"`` entry into every checkpoint
 (``on_save_checkpoint``)::
 
     checkpoint["dense_model"] = {
-        "task": "detect",                 # build_model's task
+        "task": "detect",                 # build_model's task: "detect" or "segment"
         "config": {...},                  # model.config: build_model(task, **config) rebuilds it
         "state_dict_prefix": "model.",    # where the model's weights live in checkpoint["state_dict"]
         "label_to_cat_id": {1: 3, ...},   # detection: contiguous label -> dataset category id
-        "class_names": [...],             # index = label, 0 = "__background__"
+        "class_names": [...],             # detection: index = label, 0 = "__background__";
+                                          # segmentation: index = trainId
+        "val_metrics": {...},             # the last validation's logged metrics
     }
 
 This module only needs torch (plain ``torch.load``), so exporters, benchmarks and other training
@@ -29,6 +31,7 @@ __all__ = [
     "CHECKPOINT_KEY",
     "load_detector_from_checkpoint",
     "load_model_from_checkpoint",
+    "load_segmenter_from_checkpoint",
     "read_checkpoint",
 ]
 
@@ -75,8 +78,8 @@ def load_model_from_checkpoint(
 
     Returns:
         ``(model, extras)``: the model in eval mode on the CPU, and a dict with ``task``,
-        ``config``, ``epoch``, ``global_step``, ``path`` plus the task's extras (detection:
-        ``label_to_cat_id``, ``class_names``).
+        ``config``, ``epoch``, ``global_step``, ``path``, ``class_names``, ``val_metrics`` plus
+        the task's extras (detection: ``label_to_cat_id``).
     """
     from dense.build import build_model  # the core builder; imported here to keep import light
 
@@ -120,3 +123,11 @@ def load_detector_from_checkpoint(
     :func:`load_model_from_checkpoint`); ``extras["label_to_cat_id"]`` maps its labels back to the
     dataset's category ids."""
     return load_model_from_checkpoint(path, task="detect", strict=strict, weights_only=weights_only)
+
+
+def load_segmenter_from_checkpoint(
+    path: str | os.PathLike, *, strict: bool = True, weights_only: bool = True
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the R-ASPP / LR-ASPP ``Segmenter`` of a segmentation checkpoint (see
+    :func:`load_model_from_checkpoint`); ``extras["class_names"]`` are indexed by trainId."""
+    return load_model_from_checkpoint(path, task="segment", strict=strict, weights_only=weights_only)

@@ -21,7 +21,7 @@ __all__ = ["ConfigError", "datamodule_kwargs", "group_options", "tidy_logging", 
 
 TASKS = ("detect", "segment")
 # Keys of the `data` group that describe the option rather than being datamodule arguments.
-_DATA_META_KEYS = ("task",)
+_DATA_META_KEYS = ("task", "anchor_scales")  # anchor_scales: read by the detect model config
 
 
 class ConfigError(ValueError):
@@ -68,15 +68,15 @@ def validate_config(
     """Check the composed config before any work starts.
 
     Checks: the task is known; the head and the data set serve that task; the data's input size is
-    the head's; the optimizer has a positive learning rate (train); the checkpoint exists
-    (``ckpt`` to resume in train, required in eval).
+    the head's (detect); the output stride is 16 or 32 (segment); the optimizer has a positive
+    learning rate (train); the checkpoint exists (``ckpt`` to resume in train, required in eval).
 
     Raises:
         ConfigError: with the offending keys, the valid options and the override that fixes it.
     """
     task_node = cfg.get("task")
     if not isinstance(task_node, DictConfig) or "name" not in task_node:
-        raise ConfigError("the config has no task (choose one: task=detect)")
+        raise ConfigError(f"the config has no task (choose one: {', '.join(f'task={t}' for t in TASKS)})")
     task = task_node.name
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; valid: {list(TASKS)}")
@@ -116,6 +116,14 @@ def validate_config(
             raise ConfigError(
                 f"data.image_size={d_size} differs from head.image_size={h_size}: the model's anchors are "
                 "laid out for the head's size; override head.image_size (the data follows it)"
+            )
+
+    if task == "segment" and head is not None:
+        stride = head.get("output_stride")
+        if stride not in (16, 32):
+            raise ConfigError(
+                f"head.output_stride={stride}: segmentation backbones run at output stride 16 (last stage "
+                "dilated, the papers' setting) or 32 (plain)"
             )
 
     if stage == "train":

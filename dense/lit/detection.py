@@ -14,7 +14,6 @@ config files and without Lightning.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from dense.evaluation.coco import (
     merge_detections,
 )
 from dense.lit.checkpoint import CHECKPOINT_KEY
+from dense.lit.schedulers import lightning_optimizers
 
 __all__ = ["METRIC_NAMES", "DetectionModule"]
 
@@ -73,15 +73,6 @@ _NORM_TYPES = (
 
 def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _accepts(fn: Callable[..., Any], name: str) -> bool:
-    """Whether ``fn`` (a function or functools.partial) takes the keyword ``name``."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return True
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 class DetectionModule(LightningModule):
@@ -215,16 +206,7 @@ class DetectionModule(LightningModule):
         if self.optimizer_factory is None:
             raise ValueError("DetectionModule was built without an optimizer (evaluation only)")
         optimizer = self.optimizer_factory(self._param_groups())
-        if self.scheduler_factory is None:
-            return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
-        epochs = self.trainer.max_epochs
-        per_epoch = max(1, total // epochs) if epochs is not None and epochs > 0 else total
-        kwargs = {"total_steps": total, "steps_per_epoch": per_epoch}
-        scheduler = self.scheduler_factory(
-            optimizer, **{k: v for k, v in kwargs.items() if _accepts(self.scheduler_factory, k)}
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return lightning_optimizers(optimizer, self.scheduler_factory, self.trainer)
 
     def _param_groups(self) -> list[dict[str, Any]]:
         """Normalisation parameters in their own group when they get their own weight decay."""

@@ -10,13 +10,39 @@ Warmup follows torchvision's detection references: the factor grows linearly fro
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
+from typing import Any
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["warmup_cosine", "warmup_poly"]
+__all__ = ["lightning_optimizers", "warmup_cosine", "warmup_poly"]
+
+
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` (a function or functools.partial) takes the keyword ``name``."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return True
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def lightning_optimizers(
+    optimizer: Optimizer, scheduler: Callable[..., Any] | None, trainer: Any
+) -> Optimizer | dict[str, Any]:
+    """What ``configure_optimizers`` returns: the optimizer, plus the scheduler partial completed
+    with the run's step counts (when it takes them) and stepped every optimizer step."""
+    if scheduler is None:
+        return optimizer
+    total = int(trainer.estimated_stepping_batches)
+    epochs = trainer.max_epochs
+    per_epoch = max(1, total // epochs) if epochs is not None and epochs > 0 else total
+    kwargs = {"total_steps": total, "steps_per_epoch": per_epoch}
+    sched = scheduler(optimizer, **{k: v for k, v in kwargs.items() if _accepts(scheduler, k)})
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 def _warmup_steps(warmup_epochs: float, steps_per_epoch: int, total_steps: int) -> int:
