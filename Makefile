@@ -13,7 +13,7 @@ SHELL := /bin/bash
 # This machine's pip config names extra local indexes that may be absent: drop that noise only.
 QUIET := 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
-.PHONY: venv test test-fast train bench lint clean
+.PHONY: venv test test-fast train train-segment bench lint clean
 
 venv: $(STAMP)
 
@@ -36,8 +36,11 @@ test-fast: venv
 train: venv
 	$(BIN)/python tools/train.py task=detect backbone=v3_large
 
+train-segment: venv
+	$(BIN)/python tools/train.py task=segment backbone=v3_large
+
 bench: venv
-	$(BIN)/python tools/benchmark.py --paper --speed
+	$(BIN)/python tools/benchmark.py --paper --speed --detect --segment --out bench.json
 
 lint: venv
 	$(BIN)/ruff check .

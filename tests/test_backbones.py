@@ -142,3 +142,27 @@ def test_fuse_batchnorm_keeps_outputs(name):
         after = model(x)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert ((before - after).abs().max() / before.abs().max()) < 1e-5
+
+
+def test_eval_mode_folds_batchnorm_on_the_fly():
+    """ConvBNAct in eval mode folds BN into the conv weights: same outputs and gradients as
+    conv -> BN -> act run module by module; train mode still uses batch statistics."""
+    from dense.backbones.blocks import ConvBNAct
+    from tests.conftest import randomize_bn
+
+    torch.manual_seed(0)
+    layer = randomize_bn(ConvBNAct(8, 16, 3, act="hswish")).eval()
+    assert layer.folds_batchnorm()
+    x = torch.randn(2, 8, 12, 12, requires_grad=True)
+    ref = layer[2](layer[1](layer[0](x)))  # the unfolded path, module by module
+    out = layer(x)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    g_ref = torch.autograd.grad(ref.sum(), [x, layer[1].weight])
+    g_out = torch.autograd.grad(out.sum(), [x, layer[1].weight])
+    for a, b in zip(g_out, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    layer.train()
+    assert not layer.folds_batchnorm()
+    before = layer[1].running_mean.clone()
+    layer(x)
+    assert not torch.equal(before, layer[1].running_mean)  # batch statistics were used and tracked

@@ -175,6 +175,19 @@ def test_anchor_presets():
         dense.build_model("detect", "v3_large", anchors="yolo")
 
 
+def test_anchor_scales_set_the_smallest_and_largest_anchor():
+    model = dense.build_model("detect", "v3_small", num_classes=3, width_mult=0.35, anchor_scales=(0.05, 0.6))
+    a = model.anchors((320, 320))
+    wh = a[:, 2:] - a[:, :2]
+    side = wh.prod(1).sqrt()
+    # ratio-1 boxes span 0.05 x 320 = 16 px (first map) to 0.6 x 320 = 192 px (last map)
+    torch.testing.assert_close(side.min(), torch.tensor(16.0))
+    torch.testing.assert_close(side[-6], torch.tensor(192.0))  # last map, first box: scale 0.6
+    assert model.config["anchor_scales"] == (0.05, 0.6)
+    with pytest.raises(ValueError, match="anchor_scales"):
+        dense.build_model("detect", "v3_small", num_classes=3, anchor_scales=(0.6, 0.05))
+
+
 def test_torchvision_preset_has_torchvisions_parameter_count():
     model = dense.build_model("detect", "v3_large", num_classes=91, reduced_tail=True, anchors="torchvision")
     assert count_params(model, include_norm=True) == TORCHVISION_SSDLITE_PARAMS

@@ -114,3 +114,11 @@ def test_training_reduces_the_loss():
         opt.step()
         first = first if first is not None else loss.item()
     assert loss.item() < 0.3 * first
+
+
+def test_bn_momentum_option_sets_every_batchnorm():
+    default = dense.build_model("segment", "v3_small", num_classes=3, width_mult=0.35)
+    assert {m.momentum for m in default.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.01}
+    model = dense.build_model("segment", "v3_small", num_classes=3, width_mult=0.35, bn_momentum=0.1)
+    assert {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}
+    assert model.config["bn_momentum"] == 0.1
