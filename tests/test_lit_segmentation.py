@@ -41,6 +41,7 @@ TRAIN_OVERRIDES = [
     "backbone=v3_small",
     "backbone.width_mult=0.35",
     "trainer.max_epochs=1",
+    "trainer.check_val_every_n_epoch=1",  # task=segment validates every 2 epochs by default
     "trainer.num_sanity_val_steps=1",  # the sanity batch must not count in the score
     "trainer.log_every_n_steps=1",
     *DATA_OVERRIDES,
@@ -236,7 +237,7 @@ def test_segment_task_defaults_compose():
     # detection keeps its own defaults
     det = _compose([])
     assert det.task.name == "detect" and det.head.name == "ssdlite"
-    assert det.optim._target_ == "torch.optim.SGD" and det.sched._target_.endswith("warmup_cosine")
+    assert det.optim._target_ == "torch.optim.AdamW" and det.sched._target_.endswith("warmup_cosine")
     # the paper recipe and the real data set
     exp = _compose(["experiment=lraspp_cityscapes"])
     validate_config(exp, conf_dir=CONF)

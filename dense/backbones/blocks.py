@@ -24,6 +24,7 @@ __all__ = [
     "fuse_batchnorm",
     "make_activation",
     "make_divisible",
+    "set_bn_folding",
     "split_channels",
 ]
 
@@ -184,12 +185,14 @@ class ConvBNAct(nn.Sequential):
             make_activation(act),
         )
         self.out_channels = out_channels
+        self.fold_bn = True  # see set_bn_folding
 
     def folds_batchnorm(self) -> bool:
         """True where forward folds the BatchNorm into the convolution (eval mode, plain conv)."""
         conv, bn = self[0], self[1]
         return (
-            not self.training
+            getattr(self, "fold_bn", True)
+            and not self.training
             and type(conv) is nn.Conv2d
             and type(bn) is nn.BatchNorm2d
             and bn.affine
@@ -344,6 +347,19 @@ class InvertedResidual(nn.Module):
 
 
 @torch.no_grad()
+def set_bn_folding(model: nn.Module, enabled: bool) -> nn.Module:
+    """Turn the eval-mode on-the-fly BatchNorm folding of every ConvBNAct on or off. Returns `model`.
+
+    Off: conv then BatchNorm as separate ops, the peers' exact arithmetic. Folding changes outputs
+    by float rounding only (~1e-6 relative on trained weights), but a randomly initialised deep
+    network can amplify that to ~1e-3; bit-level comparisons with torchvision / timm turn it off.
+    """
+    for m in model.modules():
+        if isinstance(m, ConvBNAct):
+            m.fold_bn = bool(enabled)
+    return model
+
+
 def fuse_batchnorm(model: nn.Module) -> nn.Module:
     """Fold every BatchNorm of a ConvBNAct into its convolution, in place, for inference.
 
