@@ -364,7 +364,7 @@ def test_random_zoom_out_semantics() -> None:
     assert min(ratios) < 2 and max(ratios) > 3
 
 
-@pytest.mark.parametrize("preset", ["ssdlite", "ssd"])
+@pytest.mark.parametrize("preset", ["ssdlite", "ssd", "flip"])
 def test_presets_output(preset: str) -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
@@ -381,3 +381,25 @@ def test_presets_output(preset: str) -> None:
     assert empty["image"].shape == (3, 64, 64) and len(empty["bboxes"]) == 0
     with pytest.raises(ValueError, match="unknown detection transform preset"):
         build_detection_transform("yolo")
+
+
+def test_flip_preset_only_mirrors() -> None:
+    # "flip": every box survives, scaled to the output, either in place or mirrored; both happen
+    image = np.zeros((90, 120, 3), np.uint8)
+    image[10:50, 10:40] = 255
+    boxes = np.array([[10, 10, 40, 50], [60, 20, 110, 80]], np.float32)
+    scale = np.array([60 / 120, 45 / 90] * 2, np.float32)
+    plain, mirrored = boxes * scale, (boxes[:, [2, 1, 0, 3]] * [-1, 1, -1, 1] + [120, 0, 120, 0]) * scale
+    t = build_detection_transform("flip", (45, 60), train=True)
+    seen = set()
+    for _ in range(30):
+        out = t(image=image, bboxes=boxes, labels=np.array([1, 2]))
+        b = np.asarray(out["bboxes"], np.float32)
+        assert out["image"].shape == (3, 45, 60) and list(out["labels"]) == [1, 2]
+        flipped = bool(np.allclose(b, mirrored, atol=1e-3))
+        assert flipped or np.allclose(b, plain, atol=1e-3)
+        # the white patch moves with its box
+        x0, y0, x1, y1 = b[0].round().astype(int)
+        assert float(out["image"][0, y0 + 2 : y1 - 2, x0 + 2 : x1 - 2].min()) > 0.9
+        seen.add(flipped)
+    assert seen == {True, False}

@@ -267,6 +267,9 @@ def test_validate_config_rejects_mismatches(tmp_path):
     cfg = _compose([])
     validate_config(cfg, conf_dir=CONF)  # the defaults are consistent
     assert cfg.task.name == "detect" and cfg.head.name == "ssdlite" and cfg.data.task == "detect"
+    # short-run defaults on the built-in data; real COCO keeps the paper recipe's augmentation
+    assert cfg.backbone.reduced_tail is True and cfg.data.augment == "flip" and cfg.trainer.max_epochs == 4
+    assert _compose(["data=coco"]).data.augment == "ssdlite"
 
     with pytest.raises(ConfigError, match=r"data.image_size=256 differs from head.image_size=320"):
         validate_config(_compose(["data.image_size=256"]), conf_dir=CONF)
@@ -298,6 +301,7 @@ def test_experiment_and_search_configs_compose():
     validate_config(cfg, conf_dir=CONF)
     assert cfg.optim.lr == 0.15 and cfg.data.batch_size == 24 and cfg.trainer.devices == 8
     assert cfg.backbone.reduced_tail is True and cfg.trainer.strategy == "ddp"
+    assert cfg.data.augment == "ssdlite" and cfg.trainer.max_epochs == 660
     for overrides in (["trainer=gpu", "optim=adamw", "sched=poly"], ["data=coco"]):
         validate_config(_compose(overrides), conf_dir=CONF)
 

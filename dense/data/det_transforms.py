@@ -9,6 +9,8 @@ Presets (torchvision ``references/detection/presets.py``):
 
 - ``"ssdlite"``: random IoU crop + horizontal flip, then resize to ``size x size``.
 - ``"ssd"``: photometric distortion + zoom out (mean fill) + the ``"ssdlite"`` ops.
+- ``"flip"``: horizontal flip only, for short runs where the crop's variety slows early learning
+  more than it helps (the built-in ``shapes_coco`` default; not a paper recipe).
 - eval (``train=False``, any preset): resize only, so predictions map back to the original image
   by a plain scale (:func:`dense.data.coco.scale_boxes`).
 
@@ -39,7 +41,7 @@ from albumentations.pytorch import ToTensorV2
 
 __all__ = ["PRESETS", "RandomIoUCrop", "RandomZoomOut", "build_detection_transform"]
 
-PRESETS = ("ssdlite", "ssd")
+PRESETS = ("ssdlite", "ssd", "flip")
 
 # ImageNet mean in 0..255: torchvision's RandomZoomOut fill for the SSD recipe.
 MEAN_FILL = (123, 117, 104)
@@ -249,7 +251,7 @@ def build_detection_transform(
     """Build the detection pipeline.
 
     Args:
-        preset: ``"ssdlite"`` or ``"ssd"`` (ignored when ``train`` is False).
+        preset: ``"ssdlite"``, ``"ssd"`` or ``"flip"`` (ignored when ``train`` is False).
         size: output side (or ``(h, w)``) in px.
         train: training augmentation or eval (resize only).
         min_box_size: boxes narrower or lower than this after the ops (px) are dropped.
@@ -265,7 +267,9 @@ def build_detection_transform(
     if train:
         if preset == "ssd":
             ops += [_photometric_distort(), RandomZoomOut(side_range=(1.0, 4.0), fill=MEAN_FILL, p=0.5)]
-        ops += [RandomIoUCrop(), A.HorizontalFlip(p=0.5)]
+        if preset != "flip":
+            ops.append(RandomIoUCrop())
+        ops.append(A.HorizontalFlip(p=0.5))
     ops += [
         A.Resize(h, w, interpolation=cv2.INTER_LINEAR),
         A.ToFloat(max_value=255.0),

@@ -61,8 +61,8 @@ class CocoDataModule(LightningDataModule):
         train_ann / val_ann: COCO instances JSON files (relative to ``root`` unless absolute).
         image_size: network input side (or ``(h, w)``); the val transform is a plain resize to it, so
             predictions map back to the original image by a scale.
-        augment: training augmentation preset, ``"ssdlite"`` (IoU crop + flip) or ``"ssd"`` (plus
-            photometric distortion and zoom out).
+        augment: training augmentation preset, ``"ssdlite"`` (IoU crop + flip), ``"ssd"`` (plus
+            photometric distortion and zoom out) or ``"flip"`` (flip only, for short runs).
         batch_size: training batch size per device; ``val_batch_size`` defaults to it.
         num_workers: DataLoader worker processes (per device).
         keep_empty_train: keep training images without any box (pure background samples).
