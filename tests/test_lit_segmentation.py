@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from lit_runs import ROOT, shared_training_run
+from lit_runs import check as _check
+from lit_runs import run_tool as _run
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-PY = sys.executable
 
 # Shared overrides: a tiny, fast configuration of the default segmentation training.
 DATA_OVERRIDES = [
@@ -48,48 +46,10 @@ TRAIN_OVERRIDES = [
 ]
 
 
-def _run(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
-    env.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
-    return subprocess.run([PY, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def _check(proc: subprocess.CompletedProcess) -> None:
-    assert proc.returncode == 0, (
-        f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-4000:]}"
-    )
-
-
-def _train_once(base: Path) -> dict:
-    data_root, run_dir = base / "shapes", base / "run"
-    proc = _run(["tools/train.py", *TRAIN_OVERRIDES, f"data.root={data_root}", f"hydra.run.dir={run_dir}"])
-    _check(proc)
-    return {"run_dir": str(run_dir), "data_root": str(data_root)}
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, request):
-    """One tiny training run, shared by the tests (and by pytest-xdist workers, through a lock
-    file in the session's temp dir): returns (run_dir, data_root, metrics)."""
-    worker = getattr(request.config, "workerinput", {}).get("workerid")
-    if worker is None:
-        info = _train_once(tmp_path_factory.mktemp("lit_seg"))
-    else:
-        from filelock import FileLock
-
-        shared = tmp_path_factory.getbasetemp().parent  # common to the workers of this session
-        marker = shared / "lit_seg_run.json"
-        with FileLock(str(marker) + ".lock"):
-            if marker.is_file():
-                info = json.loads(marker.read_text())
-            else:
-                base = shared / "lit_seg"
-                base.mkdir(exist_ok=True)
-                info = _train_once(base)
-                marker.write_text(json.dumps(info))
-    run_dir, data_root = Path(info["run_dir"]), Path(info["data_root"])
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    return run_dir, data_root, metrics
+    """One tiny training run shared by the tests: (run_dir, data_root, metrics)."""
+    return shared_training_run(tmp_path_factory, request, "lit_seg", TRAIN_OVERRIDES)
 
 
 def _val_keys() -> list[str]:

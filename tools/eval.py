@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 import hydra
 from omegaconf import DictConfig
 
-from dense.lit.config import ConfigError, datamodule_kwargs, tidy_logging, validate_config
+from dense.lit.config import ConfigError, datamodule_kwargs, json_safe, tidy_logging, validate_config
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 log = logging.getLogger("dense.eval")
@@ -102,7 +101,7 @@ def evaluate(cfg: DictConfig) -> float | None:
             "gt": str(datamodule.val_label_dir),
             "predictions": str(pred_dir.resolve()) if pred_dir is not None else None,
         }
-    (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2) + "\n")
     log.info("metrics.json and the predictions written to %s", out)
     return module.last_metrics.get(cfg.task.monitor)
 
@@ -121,17 +120,6 @@ def _check_classes(task: str, extras: dict[str, Any], model: Any, datamodule: An
             f"the checkpoint predicts {model.num_classes} classes but the data set has "
             f"{datamodule.num_classes}: wrong data= for this checkpoint?"
         )
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN / inf -> null (an IoU of a class absent from the data is NaN), so the file is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

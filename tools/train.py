@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,20 +30,10 @@ except ImportError:  # running from a checkout without `pip install -e .`
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dense.lit.config import ConfigError, datamodule_kwargs, tidy_logging, validate_config
+from dense.lit.config import ConfigError, datamodule_kwargs, json_safe, tidy_logging, validate_config
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 log = logging.getLogger("dense.train")
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def _task_extras(module: Any) -> dict[str, Any]:
@@ -120,7 +109,7 @@ def train(cfg: DictConfig) -> float | None:
         "output_dir": str(out.resolve()),
     }
     path = out / "metrics.json"
-    path.write_text(json.dumps(_json_safe(metrics), indent=2) + "\n")
+    path.write_text(json.dumps(json_safe(metrics), indent=2) + "\n")
     log.info("metrics written to %s (%s = %s)", path, cfg.optimized_metric, metrics.get(cfg.optimized_metric))
     return module.last_metrics.get(cfg.optimized_metric)
 

@@ -17,7 +17,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["ConfigError", "datamodule_kwargs", "group_options", "tidy_logging", "validate_config"]
+__all__ = [
+    "ConfigError",
+    "datamodule_kwargs",
+    "group_options",
+    "json_safe",
+    "tidy_logging",
+    "validate_config",
+]
 
 TASKS = ("detect", "segment")
 # Keys of the `data` group that describe the option rather than being datamodule arguments.
@@ -170,3 +177,15 @@ def tidy_logging() -> None:
     warnings.filterwarnings("ignore", message=r".*it is recommended to use `Trainer\(devices=1")
     # Lightning 2.6 with torch >= 2.10 warns about its own pytree use on every batch transfer.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN / inf -> null (an IoU of a class absent from the data is NaN), so metrics.json is strict
+    JSON; dict keys become strings."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
