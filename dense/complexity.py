@@ -24,7 +24,8 @@ def count_params(model: nn.Module, *, include_norm: bool = False) -> int:
 def _elementwise_hooks(model: nn.Module, total: list[int]) -> list:
     """Forward hooks counting one multiply-add per output element of the elementwise ops that
     TensorFlow's profiler counts and torch's counter does not: inference batch norm, the
-    squeeze-excite rescale, residual additions. (Hooks, not a FlopCounterMode mapping: the mode
+    squeeze-excite rescale, residual additions, and the multiply of swish (x * sigmoid(x), a Mul
+    op in TF; hard-swish is not counted). (Hooks, not a FlopCounterMode mapping: the mode
     decomposes batch norm into primitives that it would then count several times.)"""
     from dense.backbones.blocks import ConvBNAct, DepthwiseSeparable, InvertedResidual, SqueezeExcite
 
@@ -44,6 +45,8 @@ def _elementwise_hooks(model: nn.Module, total: list[int]) -> list:
             hooks.append(m.register_forward_hook(add))
         elif isinstance(m, (InvertedResidual, DepthwiseSeparable)):
             hooks.append(m.register_forward_hook(add_if_skip))
+        elif isinstance(m, nn.SiLU):
+            hooks.append(m.register_forward_hook(add))
     return hooks
 
 

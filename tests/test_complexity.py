@@ -22,8 +22,11 @@ def test_classifier_complexity_matches_paper(row):
     madds = count_madds(model, row.resolution) / 1e6
     if row.backbone.startswith("mixnet"):
         # The MixConv paper counted "FLOPS" with TensorFlow's profiler, which adds elementwise ops
-        # to the conv multiply-adds (README, "Complexity"); convolutions alone land 1.7-6.6% under.
+        # to the conv multiply-adds (README, "Complexity"); convolutions alone land 1.7-6.6% under,
+        # counted its way within 3% (-1.0 / -0.8 / +2.5%).
         assert 0.93 * row.madds_m <= madds <= row.madds_m, (madds, row.madds_m)
+        tf_style = count_madds(model, row.resolution, elementwise=True) / 1e6
+        assert abs(tf_style / row.madds_m - 1) <= 0.03, (tf_style, row.madds_m)
     else:
         assert abs(madds / row.madds_m - 1) <= 0.03, (madds, row.madds_m)
 
