@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,20 +20,11 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def _json_safe(obj: Any) -> Any:
-    """NaN / inf -> null, so the file is strict JSON that any reader accepts."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
+from dense.lit.config import json_safe  # noqa: E402
 
 
 def _emit(table: str, metrics: dict[str, Any], out: str | None) -> None:
-    metrics = _json_safe(metrics)
+    metrics = json_safe(metrics)
     if out == "-":
         print(table, file=sys.stderr)
         print(json.dumps(metrics, indent=2))
@@ -73,7 +63,7 @@ def cmd_cityscapes(args: argparse.Namespace) -> int:
     if hasattr(cityscapes, "format_iou_table") and "IoU" in metrics:
         table = cityscapes.format_iou_table(metrics["IoU"], miou=metrics.get("mIoU"))
     else:
-        table = json.dumps(_json_safe(metrics), indent=2)
+        table = json.dumps(json_safe(metrics), indent=2)
     metrics = {**metrics, "gt_dir": str(args.gt_dir), "pred_dir": str(args.pred_dir)}
     _emit(table, metrics, args.out)
     return 0
