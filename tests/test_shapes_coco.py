@@ -88,11 +88,15 @@ def test_content_statistics(shapes: dict[str, Path]) -> None:
 
 
 def test_deterministic(tmp_path: Path, shapes: dict[str, Path]) -> None:
-    again = generate_shapes_coco(tmp_path / "again", **SMALL)
+    # The fixture drew its train split with 2 processes; one process must write the same bytes.
+    again = generate_shapes_coco(tmp_path / "again", **SMALL, workers=1)
     for key in ("train_annotations", "val_annotations"):
         assert again[key].read_bytes() == shapes[key].read_bytes()
-    for f in sorted(shapes["val_images"].glob("*.jpg")):
-        assert (again["val_images"] / f.name).read_bytes() == f.read_bytes()
+    for split in ("train_images", "val_images"):
+        files = sorted(shapes[split].glob("*.jpg"))
+        assert files and [(again[split] / f.name).read_bytes() for f in files] == [
+            f.read_bytes() for f in files
+        ]
     other = generate_shapes_coco(tmp_path / "other", **{**SMALL, "seed": 4, "num_train": 0})
     assert other["val_annotations"].read_bytes() != shapes["val_annotations"].read_bytes()
 
