@@ -37,6 +37,7 @@ TRAIN_OVERRIDES = [
     "backbone=v3_small",
     "backbone.width_mult=0.35",
     "trainer.max_epochs=1",
+    "trainer.check_val_every_n_epoch=1",  # task=detect validates every 2 epochs by default
     "trainer.num_sanity_val_steps=0",
     "trainer.log_every_n_steps=1",
     *DATA_OVERRIDES,
@@ -229,6 +230,7 @@ def test_validate_config_rejects_mismatches(tmp_path):
     assert cfg.task.name == "detect" and cfg.head.name == "ssdlite" and cfg.data.task == "detect"
     # short-run defaults on the built-in data; real COCO keeps the paper recipe's augmentation
     assert cfg.backbone.reduced_tail is True and cfg.data.augment == "flip" and cfg.trainer.max_epochs == 4
+    assert cfg.data.batch_size == 4 and cfg.trainer.check_val_every_n_epoch == 2
     assert _compose(["data=coco"]).data.augment == "ssdlite"
 
     with pytest.raises(ConfigError, match=r"data.image_size=256 differs from head.image_size=320"):
