@@ -539,7 +539,8 @@ def ensure_shapes_coco(
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        generate_shapes_coco(tmp, **{k: v for k, v in params.items() if k != "generator_version"})
+        kwargs = {k: v for k, v in params.items() if k != "generator_version"}
+        generate_shapes_coco(tmp, **kwargs, workers=workers)
         for _ in range(10):
             current = _read_params(root)
             if current == params:  # another process won the race with the same parameters
