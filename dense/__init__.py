@@ -9,10 +9,10 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _LAZY = {
-    "build_backbone": "dense.backbones",
+    "build_backbone": "dense.build",
     "build_model": "dense.build",
-    "from_timm": "dense.weights",
-    "from_torchvision": "dense.weights",
+    "from_timm": "dense.hub",
+    "from_torchvision": "dense.hub",
 }
 __all__ = ["__version__", *_LAZY]
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from dense.backbones.blocks import make_divisible
 from dense.backbones.mobilenet import Backbone, build_backbone
+from dense.constants import IMAGENET_MEAN, IMAGENET_STD
+from dense.normalize import Normalize
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Classifier", "ClassifierHead", "build_classifier"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["Classifier", "ClassifierHead", "build_classifier"]
 
 
 class ClassifierHead(nn.Module):
@@ -47,28 +47,25 @@ class Classifier(nn.Module):
             raise ValueError("a classifier needs a backbone built with the 'c5' tap")
         fam = backbone.family
         hidden = None
-        if fam.head == "v3":
-            from dense.backbones.blocks import make_divisible
-
-            base = fam.head_hidden // (2 if backbone.reduced_tail else 1)
+        if fam.classifier == "v3":
+            base = fam.classifier_hidden // (2 if backbone.reduced_tail else 1)
             hidden = make_divisible(base * backbone.width_mult * fam.width)  # as torchvision
+        self.normalize = Normalize(mean, std)
         self.backbone = backbone
         self.head = ClassifierHead(
             backbone.output_shape()["c5"].channels,
             num_classes,
-            kind=fam.head,
+            kind=fam.classifier,
             hidden=hidden,
             dropout=fam.dropout,
         )
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.num_classes = num_classes
         # channels-last: oneDNN's depthwise convolutions run 5-30% faster on CPU in this layout
         self.to(memory_format=torch.channels_last)
 
     def forward_features(self, images: Tensor) -> Tensor:
         """images in [0, 1] -> C5 features [N, C, H / 32, W / 32]."""
-        x = ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        x = self.normalize(images).contiguous(memory_format=torch.channels_last)
         return self.backbone(x)["c5"]
 
     def forward(self, images: Tensor) -> Tensor:
@@ -84,6 +81,8 @@ def build_classifier(
     output_stride: int = 32,
     split: str = "equal",
 ) -> Classifier:
+    """The ImageNet classifier of `backbone` (randomly initialised; `dense.from_torchvision` /
+    `dense.from_timm` give one with a peer's weights)."""
     bb = build_backbone(
         backbone,
         taps=("c5",),

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from dense.backbones.blocks import ConvBNAct, DepthwiseSeparable, InvertedResidual, SqueezeExcite
+
 __all__ = ["count_madds", "count_params"]
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -27,7 +29,6 @@ def _elementwise_hooks(model: nn.Module, total: list[int]) -> list:
     squeeze-excite rescale, residual additions, and the multiply of swish (x * sigmoid(x), a Mul
     op in TF; hard-swish is not counted). (Hooks, not a FlopCounterMode mapping: the mode
     decomposes batch norm into primitives that it would then count several times.)"""
-    from dense.backbones.blocks import ConvBNAct, DepthwiseSeparable, InvertedResidual, SqueezeExcite
 
     def add(_m, _i, out):
         total[0] += out.numel()

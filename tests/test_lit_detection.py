@@ -135,7 +135,7 @@ def test_checkpoint_reloads_without_config_or_lightning(trained):
             "num_classes": model.num_classes,
             "image_size": list(model.image_size),
             "config": extras["config"],
-            "label_to_cat_id": {{str(k): v for k, v in extras["label_to_cat_id"].items()}},
+            "label_to_cat_id": {{str(k): v for k, v in extras["info"].label_to_cat_id.items()}},
             "epoch": extras["epoch"],
             "pred_keys": sorted(preds[0]),
         }}))
@@ -233,8 +233,8 @@ def test_validate_config_rejects_mismatches(tmp_path):
     assert cfg.data.batch_size == 4 and cfg.trainer.check_val_every_n_epoch == 2
     assert _compose(["data=coco"]).data.augment == "ssdlite"
 
-    with pytest.raises(ConfigError, match=r"data.image_size=256 differs from head.image_size=320"):
-        validate_config(_compose(["data.image_size=256"]), conf_dir=CONF)
+    # one home for the input geometry: the head group (the data pipeline follows it)
+    assert "image_size" not in cfg.data and cfg.task.datamodule.image_size == cfg.head.image_size == 320
     with pytest.raises(ConfigError, match="optim.lr must be a positive"):
         validate_config(_compose(["optim.lr=0"]), conf_dir=CONF)
     with pytest.raises(ConfigError, match="no such checkpoint"):
@@ -256,6 +256,23 @@ def test_every_backbone_config_composes(backbone):
     assert cfg.task.model.backbone == backbone
 
 
+def test_recipes_belong_to_the_data_sets():
+    """The built-in data's CPU recipe is the default; data=coco gets torchvision's published recipe;
+    an explicit override beats the recipe's value."""
+    shapes = _compose([])
+    assert shapes.recipe.name == "shapes_coco_cpu" and shapes.head.anchor_scales == [0.05, 0.6]
+    assert shapes.optim._target_ == "torch.optim.AdamW" and shapes.optim.lr == 3e-3
+    coco = _compose(["data=coco", "data.root=/somewhere"])
+    assert coco.recipe.name == "ssdlite_coco" and coco.recipe.global_batch == 192
+    assert coco.optim._target_ == "torch.optim.SGD" and coco.optim.lr == 0.15
+    assert coco.optim.weight_decay == 4e-5 and coco.sched._target_.endswith("warmup_cosine")
+    assert coco.trainer.max_epochs == 660 and coco.data.augment == "ssdlite" and coco.data.batch_size == 24
+    assert coco.head.anchor_scales == [0.2, 0.95] and coco.backbone.reduced_tail is True
+    mine = _compose(["head.anchor_scales=[0.1,0.9]", "optim=sgd", "trainer.max_epochs=2"])
+    assert mine.head.anchor_scales == [0.1, 0.9] and mine.task.model.anchor_scales == [0.1, 0.9]
+    assert mine.optim._target_ == "torch.optim.SGD" and mine.trainer.max_epochs == 2
+
+
 def test_experiment_and_search_configs_compose():
     from dense.lit.config import validate_config
 
@@ -272,7 +289,7 @@ def test_experiment_and_search_configs_compose():
 # pieces
 # --------------------------------------------------------------------------------------------------
 def test_datamodule_errors_name_the_path(tmp_path):
-    from dense.lit.data import CocoDataModule
+    from dense.lit.coco_data import CocoDataModule
 
     missing = tmp_path / "no_coco_here"
     dm = CocoDataModule(missing)
@@ -287,14 +304,15 @@ def test_datamodule_errors_name_the_path(tmp_path):
 
 
 def test_datamodule_exposes_classes(trained):
-    from dense.lit.data import CocoDataModule
+    from dense.lit.coco_data import CocoDataModule
 
     _, data_root, _ = trained
     dm = CocoDataModule(data_root, image_size=128, batch_size=4, num_workers=0)
-    dm.setup("fit")
-    assert dm.num_classes == 7
-    assert sorted(dm.label_to_cat_id) == list(range(1, 7))
-    assert dm.class_names[0] == "__background__"
+    info = dm.info()  # sets the data module up
+    assert info.num_classes == 7 and len(info.class_names) == 7
+    assert sorted(info.label_to_cat_id) == list(range(1, 7))
+    assert info.class_names[0] == "__background__"
+    assert info.val_ann_file == str(data_root / "annotations" / "instances_val2017.json")
     images, targets = next(iter(dm.val_dataloader()))
     assert images.shape[1:] == (3, 128, 128) and "orig_size" in targets[0]
 
@@ -324,16 +342,17 @@ def test_schedulers_warmup_then_decay():
 @pytest.fixture
 def tiny_module():
     from dense import build_model
+    from dense.data.info import DatasetInfo
     from dense.lit.detection import DetectionModule
 
     model = build_model("detect", backbone="v3_small", num_classes=4, width_mult=0.35, image_size=128)
-    return DetectionModule(
-        model,
-        partial(torch.optim.SGD, lr=0.01, weight_decay=1e-4),
-        val_ann_file="unused.json",
-        label_to_cat_id={1: 10, 2: 20, 3: 30},
+    info = DatasetInfo(
+        num_classes=4,
         class_names=["__background__", "a", "b", "c"],
+        label_to_cat_id={1: 10, 2: 20, 3: 30},
+        val_ann_file="unused.json",
     )
+    return DetectionModule(model, info, partial(torch.optim.SGD, lr=0.01, weight_decay=1e-4))
 
 
 def test_all_skipped_batch_is_skipped(tiny_module):
@@ -356,7 +375,7 @@ def test_checkpoint_entry_round_trip(tiny_module, tmp_path):
     path = tmp_path / "x.ckpt"
     torch.save(ckpt, path)
     model, extras = load_detector_from_checkpoint(path)
-    assert extras["label_to_cat_id"] == {1: 10, 2: 20, 3: 30} and extras["epoch"] == 3
+    assert extras["info"].label_to_cat_id == {1: 10, 2: 20, 3: 30} and extras["epoch"] == 3
     x = torch.rand(1, 3, 128, 128)
     tiny_module.model.eval()
     assert torch.equal(model(x)["cls_logits"], tiny_module.model(x)["cls_logits"])

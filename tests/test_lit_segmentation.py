@@ -137,7 +137,7 @@ def test_checkpoint_reloads_as_segmenter(trained):
     _, _, metrics = trained
     model, extras = load_segmenter_from_checkpoint(metrics["checkpoint"])
     assert model.training is False and model.num_classes == 19
-    assert extras["task"] == "segment" and extras["class_names"] == list(CITYSCAPES_CLASSES)
+    assert extras["task"] == "segment" and extras["info"].class_names == tuple(CITYSCAPES_CLASSES)
     assert extras["config"]["backbone"] == "v3_small" and extras["config"]["width_mult"] == 0.35
     assert extras["config"]["head"] == "lraspp" and extras["config"]["output_stride"] == 16
     assert extras["val_metrics"]["val/miou"] == metrics["val/miou"]
@@ -150,14 +150,16 @@ def test_checkpoint_reloads_as_segmenter(trained):
 
 
 def test_datamodule_batches(trained):
-    from dense.lit.seg_data import CityscapesDataModule
+    from dense.lit.cityscapes_data import CityscapesDataModule
 
     _, data_root, _ = trained
     dm = CityscapesDataModule(
         data_root, crop=(64, 48), batch_size=4, val_batch_size=2, num_workers=0, scan_cache=False
     )
     dm.setup("fit")
-    assert dm.num_classes == 19 and dm.class_names[0] == "road" and len(dm.class_names) == 19
+    info = dm.info()
+    assert info.num_classes == 19 and info.class_names[0] == "road" and len(info.class_names) == 19
+    assert info.val_label_dir == str(data_root / "gtFine" / "val")
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (4, 3, 64, 48) and batch["mask"].shape == (4, 64, 48)
     assert batch["mask"].dtype == torch.int64
@@ -206,7 +208,13 @@ def test_segment_task_defaults_compose():
     validate_config(exp, conf_dir=CONF)
     assert exp.task.name == "segment" and exp.backbone.reduced_tail is True and exp.head.channels == 128
     assert list(exp.data.crop) == [512, 1024] and exp.optim.lr == 0.01 and exp.trainer.strategy == "ddp"
-    validate_config(_compose(["task=segment", "data=cityscapes"]), conf_dir=CONF)
+    # task=segment data=cityscapes alone gets the paper's recipe; the CPU one stays with the shapes
+    real = _compose(["task=segment", "data=cityscapes"])
+    validate_config(real, conf_dir=CONF)
+    assert real.recipe.name == "lraspp_cityscapes" and real.optim._target_ == "torch.optim.SGD"
+    assert real.optim.lr == 0.01 and real.sched.power == 0.9 and real.trainer.max_epochs == 540
+    assert list(real.data.crop) == [512, 1024] and real.backbone.bn_momentum is None
+    assert real.head.ohem_fraction is None and cfg.recipe.name == "shapes_cityscapes_cpu"
     ev = _compose(["task=segment", f"ckpt={CONF / 'train.yaml'}"], "eval")
     validate_config(ev, conf_dir=CONF, stage="eval")
     assert ev.save_predictions is True and ev.task.name == "segment"
@@ -261,8 +269,8 @@ def test_model_config_follows_head_and_backbone_groups(head):
     )
     model = instantiate(cfg.task.model, num_classes=19)
     c = model.config
-    assert c["head"] == head and c["reduced_tail"] is True and c["output_stride"] == 32
-    assert c["head_channels"] == (128 if head == "lraspp" else 256) and c["num_classes"] == 19
+    assert c.head == head and c.reduced_tail is True and c.output_stride == 32
+    assert c.head_channels == (128 if head == "lraspp" else 256) and c.num_classes == 19
     assert model(torch.rand(2, 3, 64, 64)).shape == (2, 19, 64, 64)  # batch 2: R-ASPP's pooled BN
 
 
@@ -284,6 +292,17 @@ class _OracleSegmenter(torch.nn.Module):
 
     def loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(logits, masks, ignore_index=255) + self.dummy * 0
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return self(images).argmax(1)
+
+
+def _info(num_classes: int = 19):
+    from dense.data.cityscapes import CITYSCAPES_CLASSES
+    from dense.data.info import DatasetInfo
+
+    names = CITYSCAPES_CLASSES if num_classes == 19 else [str(i) for i in range(num_classes)]
+    return DatasetInfo(num_classes=num_classes, class_names=names)
 
 
 def _blocks(labels: torch.Tensor, factor: int) -> torch.Tensor:
@@ -310,7 +329,7 @@ def test_validation_upsamples_downscaled_logits_to_the_masks(tmp_path):
 
     from dense.data.cityscapes import TRAIN_ID_TO_LABEL_ID
     from dense.evaluation.cityscapes import prediction_filename
-    from dense.lit.seg_data import collate_segmentation
+    from dense.lit.cityscapes_data import collate_segmentation
     from dense.lit.segmentation import SegmentationModule
 
     g = torch.Generator().manual_seed(0)
@@ -323,7 +342,7 @@ def test_validation_upsamples_downscaled_logits_to_the_masks(tmp_path):
         image[0] = small.float() / 255
         samples.append({"image": image, "mask": mask, "name": f"city_{i:06d}_000019", "path": f"x{i}.png"})
     loader = DataLoader(samples, batch_size=2, collate_fn=collate_segmentation)
-    module = SegmentationModule(_OracleSegmenter(), pred_dir=tmp_path / "preds", num_log_images=0)
+    module = SegmentationModule(_OracleSegmenter(), _info(), pred_dir=tmp_path / "preds", num_log_images=0)
     _trainer().validate(module, loader, verbose=False)
     m = module.last_metrics
     assert m["val/miou"] == 1.0  # a fraction; nearest-block upsampling of one-hot logits is exact
@@ -342,8 +361,8 @@ def test_training_steps_log_loss_and_follow_the_schedule():
     from torch.utils.data import DataLoader
 
     from dense import build_model
+    from dense.lit.cityscapes_data import collate_segmentation
     from dense.lit.schedulers import warmup_poly
-    from dense.lit.seg_data import collate_segmentation
     from dense.lit.segmentation import SegmentationModule
 
     g = torch.Generator().manual_seed(0)
@@ -359,7 +378,7 @@ def test_training_steps_log_loss_and_follow_the_schedule():
     loader = DataLoader(samples, batch_size=2, collate_fn=collate_segmentation)
     model = build_model("segment", backbone="v3_small", head="lraspp", num_classes=19, width_mult=0.35)
     module = SegmentationModule(
-        model, partial(torch.optim.SGD, lr=0.1), partial(warmup_poly, power=1.0), num_log_images=0
+        model, _info(), partial(torch.optim.SGD, lr=0.1), partial(warmup_poly, power=1.0), num_log_images=0
     )
     trainer = _trainer(max_epochs=1, num_sanity_val_steps=0)
     trainer.fit(module, loader, loader)
@@ -369,18 +388,20 @@ def test_training_steps_log_loss_and_follow_the_schedule():
 
 
 def test_module_checks_classes():
+    from dense.data.info import DatasetInfo
     from dense.lit.segmentation import SegmentationModule
 
-    with pytest.raises(TypeError, match="needs a Segmenter"):
-        SegmentationModule(torch.nn.Linear(2, 2))
-    module = SegmentationModule(_OracleSegmenter(19), class_names=["a", "b"])
-    with pytest.raises(ValueError, match="2 class names for a model of 19 classes"):
-        module.setup("validate")
+    with pytest.raises(TypeError, match="needs a model with .loss"):
+        SegmentationModule(torch.nn.Linear(2, 2), _info())
+    with pytest.raises(ValueError, match="predicts 19 classes but the data set has 2"):
+        SegmentationModule(_OracleSegmenter(19), _info(2))
+    with pytest.raises(ValueError, match="2 class names for 19 classes"):
+        DatasetInfo(num_classes=19, class_names=["a", "b"])
 
 
 def test_datamodule_errors_surface_in_setup(tmp_path):
     from dense.data.cityscapes import CityscapesDataError
-    from dense.lit.seg_data import CityscapesDataModule
+    from dense.lit.cityscapes_data import CityscapesDataModule
 
     missing = tmp_path / "no_cityscapes_here"
     with pytest.raises(FileNotFoundError, match="no_cityscapes_here") as e:
@@ -409,7 +430,7 @@ def test_datamodule_errors_surface_in_setup(tmp_path):
 
 
 def test_collate_rejects_mixed_sizes():
-    from dense.lit.seg_data import collate_segmentation
+    from dense.lit.cityscapes_data import collate_segmentation
 
     a = {"image": torch.zeros(3, 4, 4), "mask": torch.zeros(4, 4, dtype=torch.long), "name": "a", "path": ""}
     b = {"image": torch.zeros(3, 4, 6), "mask": torch.zeros(4, 6, dtype=torch.long), "name": "b", "path": ""}

@@ -7,12 +7,13 @@ import torch
 import torchvision
 
 import dense
-from dense.backbones import build_backbone
+from dense import build_backbone
+from dense.constants import IMAGENET_MEAN, IMAGENET_STD
 from dense.weights import WeightsError
 from tests.conftest import randomize_bn
 
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
 # Parity is checked in float64: it shows that the weights map one to one, free of float32 rounding,

@@ -56,14 +56,16 @@ def evaluate(cfg: DictConfig) -> float | None:
     data_overrides, module_overrides = {}, {}
     if task == "detect":
         # The network input size is the checkpoint's, whatever head.image_size says.
-        data_overrides["image_size"] = extras["config"].get("image_size", getattr(model, "image_size", None))
+        data_overrides["image_size"] = list(model.config.image_size)
     elif cfg.get("save_predictions", False):
         module_overrides["pred_dir"] = str(cfg.pred_dir)
     datamodule = instantiate(cfg.task.datamodule, **datamodule_kwargs(cfg, **data_overrides))
-    datamodule.prepare_data()
-    datamodule.setup("validate")
-    _check_classes(task, extras, model, datamodule)
-    module = instantiate(cfg.task.module, model=model, num_log_images=0, **module_overrides)
+    info = datamodule.info()
+    _check_classes(extras["info"], info)
+    # A partial, then called: instantiate() would turn the DatasetInfo dataclass into a DictConfig.
+    module = instantiate(cfg.task.module, _partial_=True)(
+        model=model, info=info, num_log_images=0, **module_overrides
+    )
 
     callbacks = [RichProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
     trainer = instantiate(
@@ -89,7 +91,7 @@ def evaluate(cfg: DictConfig) -> float | None:
             "num_images": coco.num_images if coco else 0,
             "num_detections": coco.num_detections if coco else 0,
             **common,
-            "gt": str(datamodule.val_ann_file),
+            "gt": info.val_ann_file,
             "detections": str(dets_path.resolve()),
         }
     else:
@@ -98,7 +100,7 @@ def evaluate(cfg: DictConfig) -> float | None:
             **module.last_metrics,
             "num_images": module.last_num_images,
             **common,
-            "gt": str(datamodule.val_label_dir),
+            "gt": info.val_label_dir,
             "predictions": str(pred_dir.resolve()) if pred_dir is not None else None,
         }
     (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2) + "\n")
@@ -106,19 +108,15 @@ def evaluate(cfg: DictConfig) -> float | None:
     return module.last_metrics.get(cfg.task.monitor)
 
 
-def _check_classes(task: str, extras: dict[str, Any], model: Any, datamodule: Any) -> None:
+def _check_classes(trained: Any, data: Any) -> None:
     """The checkpoint's classes must be the data set's: a wrong data= would score nonsense."""
-    if task == "detect":
-        ckpt_map = {int(k): int(v) for k, v in (extras.get("label_to_cat_id") or {}).items()}
-        if ckpt_map and ckpt_map != datamodule.label_to_cat_id:
-            raise ConfigError(
-                f"the checkpoint's classes (label -> category id {ckpt_map}) are not those of the data set "
-                f"{datamodule.val_ann_file} ({datamodule.label_to_cat_id}): wrong data= for this checkpoint?"
-            )
-    elif int(model.num_classes) != int(datamodule.num_classes):
+    if trained is None:
+        return
+    if trained.label_to_cat_id != data.label_to_cat_id or trained.num_classes != data.num_classes:
         raise ConfigError(
-            f"the checkpoint predicts {model.num_classes} classes but the data set has "
-            f"{datamodule.num_classes}: wrong data= for this checkpoint?"
+            f"the checkpoint was trained on {trained.num_classes} classes (label -> category id "
+            f"{trained.label_to_cat_id}), the data set has {data.num_classes} ({data.label_to_cat_id}): "
+            "wrong data= for this checkpoint?"
         )
 
 

@@ -1,9 +1,9 @@
 """Train a model (Hydra entry point; the logic lives in ``dense`` and ``dense.lit``).
 
-    python tools/train.py task=detect backbone=v3_large            # built-in shapes data, CPU
+    python tools/train.py task=detect backbone=v3_large            # built-in shapes data, CPU recipe
     python tools/train.py task=segment backbone=v3_large           # LR-ASPP, built-in shapes_cityscapes
-    python tools/train.py experiment=ssdlite_coco data.root=/coco  # torchvision's COCO recipe
-    python tools/train.py experiment=lraspp_cityscapes data.root=/cityscapes  # the V3 paper's recipe
+    python tools/train.py task=detect data=coco data.root=/coco trainer=ddp  # torchvision's COCO recipe
+    python tools/train.py task=segment data=cityscapes data.root=/cs trainer=ddp  # the V3 paper's recipe
     python tools/train.py -m hparams_search=optuna                 # Optuna sweep over lr / wd
     python tools/train.py ckpt=outputs/.../checkpoints/last.ckpt   # resume
 
@@ -38,9 +38,9 @@ log = logging.getLogger("dense.train")
 
 def _task_extras(module: Any) -> dict[str, Any]:
     """What metrics.json adds to the logged metrics, by task."""
-    if hasattr(module, "last_coco"):  # detection
+    if module.task == "detect":
         return {"per_category_AP": dict(module.last_coco.per_category_ap) if module.last_coco else {}}
-    return {"num_val_images": int(getattr(module, "last_num_images", 0))}
+    return {"num_val_images": int(module.last_num_images)}
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -56,11 +56,11 @@ def train(cfg: DictConfig) -> float | None:
 
     # Data first: the model's class count comes from the data set's categories.
     datamodule = instantiate(cfg.task.datamodule, **datamodule_kwargs(cfg))
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    model = instantiate(cfg.task.model, num_classes=datamodule.num_classes)
-    module = instantiate(
-        cfg.task.module, model=model, optimizer=instantiate(cfg.optim), scheduler=instantiate(cfg.sched)
+    info = datamodule.info()
+    model = instantiate(cfg.task.model, num_classes=info.num_classes)
+    # A partial, then called: instantiate() would turn the DatasetInfo dataclass into a DictConfig.
+    module = instantiate(cfg.task.module, _partial_=True)(
+        model=model, info=info, optimizer=instantiate(cfg.optim), scheduler=instantiate(cfg.sched)
     )
 
     monitor, mode = cfg.task.monitor, cfg.task.monitor_mode

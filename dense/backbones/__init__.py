@@ -1,7 +1,9 @@
 """MobileNet-family backbones with named feature taps."""
 
+from dense.features import TAPS, FeatureSpec
+
 from .blocks import ConvBNAct, DepthwiseSeparable, InvertedResidual, MixConv, SqueezeExcite
-from .mobilenet import TAPS, Backbone, FeatureSpec, build_backbone
+from .mobilenet import Backbone, build_backbone
 from .specs import FAMILIES
 
 BACKBONES = tuple(FAMILIES)

@@ -3,7 +3,7 @@ DepthwiseSeparable and InvertedResidual.
 
 Submodules are declared in the order the peers (torchvision, timm) declare theirs
 (expand, depthwise, squeeze-excite, project), so a checkpoint maps onto ours tensor by tensor
-(see dense/weights/convert.py).
+(see dense/weights/mapping.py).
 """
 
 from __future__ import annotations
@@ -328,7 +328,6 @@ class InvertedResidual(nn.Module):
         if residual is None:
             residual = stride == 1
         self.use_skip = residual and in_channels == out_channels
-        self.expanded_channels = expanded
         self.out_channels = out_channels
 
     def forward_expansion(self, x: Tensor) -> Tensor:

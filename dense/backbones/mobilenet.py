@@ -1,12 +1,7 @@
-"""One builder for every MobileNet-family backbone, with named feature taps.
+"""One builder for every MobileNet-family backbone, with named feature taps (see `dense.features`).
 
-Taps (DESIGN.md sec. 2):
-  c3      last block output at stride 8
-  c3_first  output of the first block at stride 8 (torchvision's LR-ASPP low-level features)
-  c4      last block output at stride 16
-  c4_exp  expansion output of the first block of the stride-32 stage (SSDLite's C4 in the
-          MobileNetV3 paper, sec. 6.2); for V1, which has no expansion, the same as c4
-  c5      the layer just before global pooling
+A backbone knows nothing of tasks or weight files: `dense.build.build_backbone` adds ImageNet
+weights on top of `build_backbone` here.
 """
 
 from __future__ import annotations
@@ -17,17 +12,12 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
+from dense.features import TAPS, FeatureSpec
+
 from .blocks import ConvBNAct, DepthwiseSeparable, InvertedResidual, make_divisible
-from .specs import Family, get_family
+from .specs import Family, Row, get_family
 
 __all__ = ["TAPS", "Backbone", "FeatureSpec", "build_backbone"]
-
-TAPS = ("c3", "c3_first", "c4", "c4_exp", "c5")
-
-
-class FeatureSpec(NamedTuple):
-    channels: int
-    stride: int
 
 
 class _BlockPlan(NamedTuple):
@@ -45,19 +35,40 @@ class _BlockPlan(NamedTuple):
     plain_stride: int  # the block's own stride in the undilated network
 
 
+def _last_stage_start(rows: list[tuple[Row, bool]]) -> int:
+    """Index of the block that strides to 32: the stride-32 stage runs from there to the end."""
+    stride, start = 2, None
+    for idx, (row, first) in enumerate(rows):
+        s = row.stride if first else 1
+        if s == 2 and stride * 2 == 32:
+            start = idx
+        stride *= s
+    assert start is not None
+    return start
+
+
+def _expansion(fam: Family, row: Row, in_ch: int, w: float, div: int, keep_full: bool) -> int:
+    if row.kind == "ds":
+        return in_ch
+    if row.exp_channels is not None:
+        # reduced_tail halves the expansions of the tail, except the first block's (that is C4 itself)
+        return make_divisible((row.exp_channels if keep_full else row.exp_channels // div) * w)
+    return make_divisible(in_ch * row.exp_ratio) if row.exp_ratio != 1 else in_ch
+
+
+def _se_width(fam: Family, row: Row, in_ch: int, exp: int) -> int:
+    if not row.se_ratio:
+        return 0
+    if fam.se_base == "expanded":  # MobileNetV3 / torchvision: _make_divisible(exp // 4, 8)
+        return make_divisible(exp * row.se_ratio)
+    return round(in_ch * row.se_ratio)  # MixNet / timm: a fraction of the block input
+
+
 def _plan(fam: Family, width_mult: float, reduced_tail: bool, output_stride: int):
     """Expand the family's rows into per-block channel / stride settings."""
     w = width_mult * fam.width
     rows = [(row, i == 0) for row in fam.rows for i in range(row.repeat)]
-    # The stride-32 stage: from the last block that strides to 32 to the end.
-    stride, last_stage_start = 2, None
-    for idx, (row, first) in enumerate(rows):
-        s = row.stride if first else 1
-        if s == 2 and stride * 2 == 32:
-            last_stage_start = idx
-        stride *= s
-    assert last_stage_start is not None, fam.name
-
+    last_stage_start = _last_stage_start(rows)
     stem = make_divisible(fam.stem * w)
     plans, in_ch, stride = [], stem, 2
     for idx, (row, first) in enumerate(rows):
@@ -66,24 +77,14 @@ def _plan(fam: Family, width_mult: float, reduced_tail: bool, output_stride: int
         # C4 and C5. The first tail block keeps its expansion (that is C4 itself); only its output halves.
         div = 2 if reduced_tail and tail else 1
         out = make_divisible(row.out // div * w)
-        if row.kind == "ds":
-            exp = in_ch
-        elif fam.exp_mode == "absolute":
-            exp = make_divisible((row.exp if idx == last_stage_start else row.exp // div) * w)
-        else:
-            exp = make_divisible(in_ch * row.exp) if row.exp != 1 else in_ch
+        exp = _expansion(fam, row, in_ch, w, div, keep_full=idx == last_stage_start)
         s = plain = row.stride if first else 1
         nominal = stride * s
         dilation = 1
         if output_stride == 16 and tail:
             # Atrous last stage (DeepLab; torchvision `dilated=True`): no stride, dilation 2 throughout.
             s, dilation = 1, 2
-        if not row.se:
-            se = 0
-        elif fam.se_rule == "v3":
-            se = make_divisible(exp // 4)
-        else:  # MixNet / timm: a fraction of the block input, computed from the expansion
-            se = round(exp * row.se / row.exp)
+        se = _se_width(fam, row, in_ch, exp)
         plans.append(
             _BlockPlan(
                 row.kind, in_ch, exp, out, row.kernel, s, dilation, row.act, se, row.groups, nominal, plain
@@ -91,6 +92,51 @@ def _plan(fam: Family, width_mult: float, reduced_tail: bool, output_stride: int
         )
         in_ch, stride = out, nominal
     return stem, plans, last_stage_start
+
+
+def _make_block(p: _BlockPlan, family: Family, norm, split: str) -> nn.Module:
+    if p.kind == "ds":
+        return DepthwiseSeparable(
+            p.in_ch,
+            p.out,
+            p.kernel,
+            stride=p.stride,
+            dilation=p.dilation,
+            act=p.act,
+            pw_act=family.ds_pw_act,
+            skip=family.ds_skip,
+            norm=norm,
+        )
+    return InvertedResidual(
+        p.in_ch,
+        p.exp,
+        p.out,
+        p.kernel,
+        stride=p.stride,
+        dilation=p.dilation,
+        act=p.act,
+        se_channels=p.se,
+        se_act=p.act if family.se_act == "block" else family.se_act,
+        se_gate=family.se_gate,
+        expand_groups=p.groups[0],
+        project_groups=p.groups[1],
+        norm=norm,
+        split=split,
+        residual=p.plain_stride == 1,
+    )
+
+
+def _last_conv_channels(
+    family: Family, plans: list[_BlockPlan], width_mult: float, reduced_tail: bool, scale_last_conv: bool
+) -> int:
+    base = family.last_conv // (2 if reduced_tail else 1)
+    if scale_last_conv:  # TF detection API: the width multiplier reaches the last conv too
+        return make_divisible(base * width_mult * family.width)
+    if family.last_conv_rule == "v2":  # torchvision / V2 paper: only widened, never narrowed
+        return make_divisible(base * max(1.0, width_mult * family.width))
+    if family.last_conv_rule == "v3":  # torchvision: 6 x the last block's width
+        return 6 * plans[-1].out
+    return base
 
 
 class Backbone(nn.Module):
@@ -136,11 +182,17 @@ class Backbone(nn.Module):
             momentum=family.bn_momentum if bn_momentum is None else bn_momentum,
         )
         stem, plans, tail_start = _plan(family, width_mult, reduced_tail, output_stride)
+        specs, needed = self._locate_taps(plans, tail_start)
+        self.stem = ConvBNAct(3, stem, 3, stride=2, act=family.stem_act, norm=norm)
+        self.blocks = nn.ModuleList(self._build_blocks(plans[: needed + 1], tail_start, norm, split))
+        self.last_conv = None
+        if "c5" in taps:
+            specs["c5"] = self._build_c5(plans, norm, scale_last_conv)
+        self._specs = {t: specs[t] for t in taps}
 
-        # Where each tap comes from: block index (output) or the expansion of block `tail_start`.
-        def real_stride(nominal: int) -> int:
-            return min(nominal, output_stride)
-
+    def _locate_taps(self, plans: list[_BlockPlan], tail_start: int) -> tuple[dict[str, FeatureSpec], int]:
+        """Where each tap comes from (a block's output, or the expansion of block `tail_start`);
+        returns the specs found so far and the index of the last block that must be built."""
         c3 = max(i for i, p in enumerate(plans) if p.out_stride == 8)
         c3_first = min(i for i, p in enumerate(plans) if p.out_stride == 8)
         c4 = max(i for i, p in enumerate(plans) if p.out_stride == 16)
@@ -148,8 +200,8 @@ class Backbone(nn.Module):
         self._out_taps: dict[int, list[str]] = {}
         self._exp_block = tail_start if has_exp else -1
         specs: dict[str, FeatureSpec] = {}
-        needed = -1  # last block index needed
-        for tap in taps:
+        needed = -1
+        for tap in self.taps:
             if tap in ("c3", "c3_first"):
                 idx = c3 if tap == "c3" else c3_first
                 self._out_taps.setdefault(idx, []).append(tap)
@@ -164,74 +216,31 @@ class Backbone(nn.Module):
                 needed = max(needed, tail_start)
             else:  # c5
                 needed = len(plans) - 1
-        self._expansion_only = "c5" not in taps and needed == tail_start and has_exp
+        self._expansion_only = "c5" not in self.taps and needed == tail_start and has_exp
+        return specs, needed
 
-        self.stem = ConvBNAct(3, stem, 3, stride=2, act=family.stem_act, norm=norm)
+    def _build_blocks(self, plans: list[_BlockPlan], tail_start: int, norm, split: str) -> list[nn.Module]:
         blocks = []
-        for i, p in enumerate(plans[: needed + 1]):
-            if p.kind == "ds":
-                blk = DepthwiseSeparable(
-                    p.in_ch,
-                    p.out,
-                    p.kernel,
-                    stride=p.stride,
-                    dilation=p.dilation,
-                    act=p.act,
-                    pw_act=family.ds_pw_act,
-                    skip=family.ds_skip,
-                    norm=norm,
-                )
-            else:
-                blk = InvertedResidual(
-                    p.in_ch,
-                    p.exp,
-                    p.out,
-                    p.kernel,
-                    stride=p.stride,
-                    dilation=p.dilation,
-                    act=p.act,
-                    se_channels=p.se,
-                    se_act=p.act if family.se_act == "block" else family.se_act,
-                    se_gate=family.se_gate,
-                    expand_groups=p.groups[0],
-                    project_groups=p.groups[1],
-                    norm=norm,
-                    split=split,
-                    residual=p.plain_stride == 1,
-                )
+        for i, p in enumerate(plans):
+            blk = _make_block(p, self.family, norm, split)
             if i == tail_start and self._expansion_only:
                 # Only the expansion of this block is needed: drop the rest so it is not built.
                 blk.dw = blk.se = blk.project = None
             blocks.append(blk)
-        self.blocks = nn.ModuleList(blocks)
+        return blocks
 
-        self.last_conv = None
-        if "c5" in taps:
-            if family.last_conv is None:
-                c5 = FeatureSpec(plans[-1].out, real_stride(32))
-            else:
-                base = family.last_conv // (2 if reduced_tail else 1)
-                if scale_last_conv:  # TF detection API: the width multiplier reaches the last conv too
-                    ch = make_divisible(base * width_mult * family.width)
-                elif family.last_conv_rule == "v2":  # torchvision / V2 paper: only widened, never narrowed
-                    ch = make_divisible(base * max(1.0, width_mult * family.width))
-                elif family.last_conv_rule == "v3":  # torchvision: 6 x the last block's width
-                    ch = 6 * plans[-1].out
-                else:
-                    ch = base
-                self.last_conv = ConvBNAct(plans[-1].out, ch, 1, act=family.last_act, norm=norm)
-                c5 = FeatureSpec(ch, real_stride(32))
-            specs["c5"] = c5
-        self._specs = {t: specs[t] for t in taps}
-        self._c5_from_block = family.last_conv is None and "c5" in taps
+    def _build_c5(self, plans: list[_BlockPlan], norm, scale_last_conv: bool) -> FeatureSpec:
+        stride = min(32, self.output_stride)
+        fam = self.family
+        if fam.last_conv is None:  # V1: C5 is the last block's output
+            return FeatureSpec(plans[-1].out, stride)
+        ch = _last_conv_channels(fam, plans, self.width_mult, self.reduced_tail, scale_last_conv)
+        self.last_conv = ConvBNAct(plans[-1].out, ch, 1, act=fam.last_act, norm=norm)
+        return FeatureSpec(ch, stride)
 
     def output_shape(self) -> dict[str, FeatureSpec]:
         """{tap: FeatureSpec(channels, stride)} in the order the taps were requested."""
         return dict(self._specs)
-
-    @property
-    def channels(self) -> dict[str, int]:
-        return {k: v.channels for k, v in self._specs.items()}
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         feats: dict[str, Tensor] = {}
@@ -248,10 +257,8 @@ class Backbone(nn.Module):
                 x = blk(x)
             for tap in self._out_taps.get(i, ()):
                 feats[tap] = x
-        if self.last_conv is not None:
-            feats["c5"] = self.last_conv(x)
-        elif self._c5_from_block:
-            feats["c5"] = x
+        if "c5" in self._specs:
+            feats["c5"] = self.last_conv(x) if self.last_conv is not None else x
         return {t: feats[t] for t in self.taps}
 
 
@@ -262,7 +269,6 @@ def build_backbone(
     width_mult: float = 1.0,
     reduced_tail: bool = False,
     output_stride: int = 32,
-    weights: str | None = None,
     split: str = "equal",
     bn_eps: float | None = None,
     bn_momentum: float | None = None,
@@ -275,15 +281,16 @@ def build_backbone(
         width_mult: the width multiplier alpha (MobileNetV1 sec. 3.3), applied to every layer.
         reduced_tail: halve the channels between C4 and C5 (MobileNetV3 sec. 6.3, "RF2").
         output_stride: 32, or 16 to dilate the last stage instead of striding it.
-        weights: path to an ImageNet checkpoint (torchvision's for V2 / V3, timm's for V1 / MixNet, or
-            one saved by dense) loaded into the built layers.
         split: MDConv channel split, "equal" or "exponential" (MixNet only).
         bn_eps, bn_momentum: override the family's BatchNorm settings (SSDLite uses 1e-3 / 0.03).
         scale_last_conv: apply width_mult to the conv before pooling as well. The V2 paper keeps it at
             1280 for widths < 1 (classification); the TF detection models scale it (SSDLite V2 0.5 /
             0.35 in MobileNetV3 Table 6). MixNet's 1536 is fixed unless this is set.
+
+    Randomly initialised (PyTorch's defaults); `dense.build_backbone(..., weights=PATH)` loads
+    ImageNet weights into it.
     """
-    backbone = Backbone(
+    return Backbone(
         get_family(name),
         taps=taps,
         width_mult=width_mult,
@@ -294,8 +301,3 @@ def build_backbone(
         bn_momentum=bn_momentum,
         scale_last_conv=scale_last_conv,
     )
-    if weights is not None:
-        from dense.weights import load_backbone_weights
-
-        load_backbone_weights(backbone, name, weights)
-    return backbone

@@ -2,6 +2,6 @@
 
 from .anchors import PRESETS as ANCHOR_PRESETS
 from .anchors import AnchorGenerator
-from .ssdlite import Detector, build_detector
+from .ssdlite import Detector, DetectorConfig, build_detector
 
-__all__ = ["ANCHOR_PRESETS", "AnchorGenerator", "Detector", "build_detector"]
+__all__ = ["ANCHOR_PRESETS", "AnchorGenerator", "Detector", "DetectorConfig", "build_detector"]

@@ -17,7 +17,9 @@ from torchvision.ops import box_iou, sigmoid_focal_loss
 
 from .box_coder import encode
 
-__all__ = ["match", "ssd_loss"]
+__all__ = ["LOSSES", "match", "ssd_loss"]
+
+LOSSES = ("softmax", "focal")
 
 
 def match(gt_boxes: Tensor, anchors: Tensor, iou_threshold: float = 0.5) -> Tensor:
@@ -77,6 +79,6 @@ def ssd_loss(
             / denom
         )
     else:
-        raise ValueError(f"unknown detection loss {kind!r}; valid: 'softmax', 'focal'")
+        raise ValueError(f"unknown detection loss {kind!r}; valid: {list(LOSSES)}")
     box_loss = box_loss / denom
     return {"loss_cls": cls_loss, "loss_box": box_loss, "loss": cls_loss + box_loss}

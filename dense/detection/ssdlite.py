@@ -9,6 +9,8 @@ each) with out = 512, 256, 256, 128: six maps, 20/10/5/3/2/1 cells at 320x320. H
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from functools import partial
 
 import torch
@@ -17,15 +19,70 @@ from torch import Tensor, nn
 
 from dense.backbones.blocks import ConvBNAct
 from dense.backbones.mobilenet import Backbone, build_backbone
+from dense.constants import SSD_MEAN, SSD_STD
+from dense.normalize import Normalize
+from dense.weights import load_backbone_weights
 
-from .anchors import AnchorGenerator
-from .loss import ssd_loss
+from .anchors import PRESETS, AnchorGenerator
+from .loss import LOSSES, ssd_loss
 from .postprocess import postprocess
 
-__all__ = ["Detector", "build_detector"]
+__all__ = ["Detector", "DetectorConfig", "build_detector"]
 
 EXTRA_CHANNELS = (512, 256, 256, 128)
-BN = dict(eps=1e-3, momentum=0.03)  # TF reference / torchvision SSDLite
+BN_EPS, BN_MOMENTUM = 1e-3, 0.03  # TF reference / torchvision SSDLite
+
+
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    h, w = (size, size) if isinstance(size, int) else (int(v) for v in size)
+    return int(h), int(w)
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Everything that defines an SSDLite detector's architecture and inference; checkpoints store it
+    (`asdict()`, plain types) and `build_detector(**config)` rebuilds the model.
+
+    num_classes counts the background (COCO: 91 as torchvision, or K + 1 for K dataset classes).
+    anchors: "torchvision" (6 boxes per cell) or "tf" (the paper's TF models, 3 on the lowest map).
+    anchor_scales: (smallest, largest) anchor scale as a fraction of the input side, spread linearly
+        over the six maps (SSD paper, eq. 4); (0.2, 0.95) as the papers and torchvision.
+    image_size: (H, W) input of the network; `predict` resizes other images to it.
+    cls_loss: "softmax" (CE with 3:1 hard negative mining, torchvision) or "focal" (TF, sigmoid).
+    bn_momentum: BatchNorm momentum of every layer; None = SSDLite's 0.03.
+    """
+
+    backbone: str
+    num_classes: int = 91
+    width_mult: float = 1.0
+    reduced_tail: bool = False
+    anchors: str = "torchvision"
+    anchor_scales: tuple[float, float] = (0.2, 0.95)
+    image_size: tuple[int, int] = (320, 320)
+    cls_loss: str = "softmax"
+    score_thresh: float = 0.001
+    nms_thresh: float = 0.55
+    max_detections: int = 300
+    bn_momentum: float | None = None
+
+    def __post_init__(self) -> None:
+        # Normalise lists (from YAML) to tuples so that configs compare and hash as values.
+        object.__setattr__(self, "image_size", _pair(self.image_size))
+        object.__setattr__(self, "anchor_scales", tuple(float(v) for v in self.anchor_scales))
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes counts the background and must be >= 2, got {self.num_classes}")
+        if self.cls_loss not in LOSSES:
+            raise ValueError(f"unknown detection loss {self.cls_loss!r}; valid: {list(LOSSES)}")
+        if self.anchors not in PRESETS:
+            raise ValueError(f"unknown anchor preset {self.anchors!r}; valid: {list(PRESETS)}")
+        lo, hi = self.anchor_scales
+        if not 0 < lo < hi <= 1:
+            raise ValueError(
+                f"anchor_scales must be (min, max) with 0 < min < max <= 1, got {self.anchor_scales}"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def _normal_init(module: nn.Module, std: float = 0.03) -> None:
@@ -52,86 +109,69 @@ def _prediction_block(cin: int, cout: int, norm) -> nn.Sequential:
     )
 
 
+def _flatten(outs: list[Tensor], width: int) -> Tensor:
+    # [N, A*width, H, W] per map -> [N, sum(H*W*A), width], cell-major then anchor
+    n = outs[0].shape[0]
+    return torch.cat(
+        [o.view(n, -1, width, *o.shape[-2:]).permute(0, 3, 4, 1, 2).reshape(n, -1, width) for o in outs], 1
+    )
+
+
 class Detector(nn.Module):
     """SSDLite detector. Takes float images in [0, 1], [N, 3, H, W], and scales them to [-1, 1]
     inside (as the TF and torchvision SSDLite models).
 
-    forward(images) -> {"cls_logits": [N, A, K], "box_deltas": [N, A, 4]} (raw head outputs)
+    forward(images) -> {"cls_logits": [N, A, K], "box_deltas": [N, A, 4] (raw head outputs),
+                        "anchors": [A, 4] xyxy pixels of this input size (what the deltas refer to)}
     anchors(image_size) -> [A, 4] xyxy pixels
     loss(outputs, targets) -> {"loss_cls", "loss_box", "loss"}
-    predict(images) -> [{"boxes" [D, 4] xyxy pixels of the input, "scores" [D], "labels" [D]}]
+    predict(images, orig_sizes=None) -> [{"boxes" [D, 4] xyxy pixels, "scores" [D], "labels" [D]}]
     K counts the background (label 0).
     """
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        num_classes: int,
-        *,
-        anchors: str = "torchvision",
-        anchor_scales: tuple[float, float] = (0.2, 0.95),
-        image_size: int | tuple[int, int] = 320,
-        width_mult: float = 1.0,
-        loss: str = "softmax",
-        score_thresh: float = 0.001,
-        nms_thresh: float = 0.55,
-        max_detections: int = 300,
-        config: dict | None = None,
-    ) -> None:
+    def __init__(self, backbone: Backbone, config: DetectorConfig) -> None:
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
-        if loss not in ("softmax", "focal"):
-            raise ValueError(f"unknown detection loss {loss!r}; valid: 'softmax', 'focal'")
         spec = backbone.output_shape()
         if list(spec) != ["c4_exp", "c5"]:
             raise ValueError(f"SSDLite needs a backbone with taps ('c4_exp', 'c5'), got {list(spec)}")
-        norm = partial(nn.BatchNorm2d, **BN)
+        c = config
+        norm = partial(
+            nn.BatchNorm2d, eps=BN_EPS, momentum=BN_MOMENTUM if c.bn_momentum is None else c.bn_momentum
+        )
+        self.normalize = Normalize(SSD_MEAN, SSD_STD)
         self.backbone = backbone
-        depth = [max(16, int(c * width_mult)) for c in EXTRA_CHANNELS]  # torchvision's min depth 16
+        depth = [max(16, int(ch * c.width_mult)) for ch in EXTRA_CHANNELS]  # torchvision's min depth 16
         chans = [spec["c4_exp"].channels, spec["c5"].channels, *depth]
         self.extra = nn.ModuleList(_extra_block(cin, cout, norm) for cin, cout in zip(chans[1:], depth))
-        lo, hi = (float(v) for v in anchor_scales)
-        if not 0 < lo < hi <= 1:
-            raise ValueError(f"anchor_scales must be (min, max) with 0 < min < max <= 1, got {anchor_scales}")
-        self.anchor_generator = AnchorGenerator(anchors, num_maps=len(chans), min_scale=lo, max_scale=hi)
+        lo, hi = c.anchor_scales
+        self.anchor_generator = AnchorGenerator(c.anchors, num_maps=len(chans), min_scale=lo, max_scale=hi)
         per_cell = self.anchor_generator.num_anchors_per_location()
         self.cls_head = nn.ModuleList(
-            _prediction_block(c, a * num_classes, norm) for c, a in zip(chans, per_cell)
+            _prediction_block(ch, a * c.num_classes, norm) for ch, a in zip(chans, per_cell)
         )
-        self.box_head = nn.ModuleList(_prediction_block(c, a * 4, norm) for c, a in zip(chans, per_cell))
+        self.box_head = nn.ModuleList(_prediction_block(ch, a * 4, norm) for ch, a in zip(chans, per_cell))
         _normal_init(self.extra)
         _normal_init(self.cls_head)
         _normal_init(self.box_head)
-        self.num_classes = num_classes
-        self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        self.loss_kind = loss
-        self.score_thresh, self.nms_thresh, self.max_detections = score_thresh, nms_thresh, max_detections
-        self.config = dict(config or {})
+        self.config = config
+        self.num_classes = c.num_classes
+        self.image_size = c.image_size
         # channels-last: oneDNN's depthwise convolutions run 5-30% faster on CPU in this layout
         self.to(memory_format=torch.channels_last)
 
     def feature_maps(self, images: Tensor) -> list[Tensor]:
-        feats = self.backbone((images * 2.0 - 1.0).contiguous(memory_format=torch.channels_last))
+        feats = self.backbone(self.normalize(images).contiguous(memory_format=torch.channels_last))
         maps = [feats["c4_exp"], feats["c5"]]
         for block in self.extra:
             maps.append(block(maps[-1]))
         return maps
 
-    @staticmethod
-    def _flatten(outs: list[Tensor], width: int) -> Tensor:
-        # [N, A*width, H, W] per map -> [N, sum(H*W*A), width], cell-major then anchor
-        n = outs[0].shape[0]
-        return torch.cat(
-            [o.view(n, -1, width, *o.shape[-2:]).permute(0, 3, 4, 1, 2).reshape(n, -1, width) for o in outs],
-            1,
-        )
-
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         maps = self.feature_maps(images)
         return {
-            "cls_logits": self._flatten([h(m) for h, m in zip(self.cls_head, maps)], self.num_classes),
-            "box_deltas": self._flatten([h(m) for h, m in zip(self.box_head, maps)], 4),
+            "cls_logits": _flatten([h(m) for h, m in zip(self.cls_head, maps)], self.num_classes),
+            "box_deltas": _flatten([h(m) for h, m in zip(self.box_head, maps)], 4),
+            "anchors": self.anchors(tuple(images.shape[-2:]), device=images.device),
         }
 
     def grid_sizes(self, image_size: tuple[int, int]) -> list[tuple[int, int]]:
@@ -145,16 +185,29 @@ class Detector(nn.Module):
         size = tuple(image_size or self.image_size)
         return self.anchor_generator(size, self.grid_sizes(size), device=device)
 
-    def loss(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]], image_size=None) -> dict:
-        """targets: per image "boxes" [M, 4] xyxy pixels of the input and "labels" [M] in 1..K-1."""
-        anchors = self.anchors(image_size, device=outputs["cls_logits"].device)
-        return ssd_loss(outputs["cls_logits"], outputs["box_deltas"], anchors, targets, kind=self.loss_kind)
+    def loss(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """targets: per image "boxes" [M, 4] xyxy pixels of the input and "labels" [M] in 1..K-1.
+        The anchors are those of the batch's own input size (`outputs["anchors"]`)."""
+        return ssd_loss(
+            outputs["cls_logits"],
+            outputs["box_deltas"],
+            outputs["anchors"],
+            targets,
+            kind=self.config.cls_loss,
+        )
 
     @torch.inference_mode()
-    def predict(self, images: Tensor) -> list[dict[str, Tensor]]:
-        """Detections for images of any size: resized to the model's input size (bilinear, as
-        torchvision's transform), boxes mapped back to pixels of the given images."""
-        h, w = images.shape[-2:]
+    def predict(
+        self, images: Tensor, orig_sizes: Sequence[Sequence[int]] | None = None
+    ) -> list[dict[str, Tensor]]:
+        """Detections for images of any size, resized to the model's input size (bilinear, as
+        torchvision's transform).
+
+        orig_sizes: per image (H, W) of the original picture that `images` were resized from (DETR's
+        `PostProcess(target_sizes)`); boxes are returned in its pixels, clipped to it. Without it,
+        boxes are in pixels of `images`.
+        """
+        n, (h, w) = images.shape[0], images.shape[-2:]
         x = images
         if (h, w) != self.image_size:
             x = F.interpolate(images, size=self.image_size, mode="bilinear", align_corners=False)
@@ -162,86 +215,56 @@ class Detector(nn.Module):
         dets = postprocess(
             out["cls_logits"],
             out["box_deltas"],
-            self.anchors(self.image_size, device=images.device),
+            out["anchors"],
             self.image_size,
-            score_fn="softmax" if self.loss_kind == "softmax" else "sigmoid",
-            score_thresh=self.score_thresh,
-            nms_thresh=self.nms_thresh,
-            max_detections=self.max_detections,
+            score_fn="softmax" if self.config.cls_loss == "softmax" else "sigmoid",
+            score_thresh=self.config.score_thresh,
+            nms_thresh=self.config.nms_thresh,
+            max_detections=self.config.max_detections,
         )
-        if (h, w) != self.image_size:
-            scale = torch.tensor(
-                [w / self.image_size[1], h / self.image_size[0]] * 2, device=images.device, dtype=images.dtype
-            )
-            for d in dets:
-                d["boxes"] = d["boxes"] * scale
+        sizes = [(int(h), int(w))] * n if orig_sizes is None else [_pair(s) for s in orig_sizes]
+        if len(sizes) != n:
+            raise ValueError(f"orig_sizes has {len(sizes)} entries for {n} images")
+        for d, (oh, ow) in zip(dets, sizes):
+            if (oh, ow) != self.image_size:
+                sx, sy = ow / self.image_size[1], oh / self.image_size[0]
+                scale = torch.tensor([sx, sy, sx, sy], device=images.device, dtype=d["boxes"].dtype)
+                boxes = d["boxes"] * scale
+                # float rounding of the scale must not leave the picture
+                boxes[:, 0::2] = boxes[:, 0::2].clamp(0, ow)
+                boxes[:, 1::2] = boxes[:, 1::2].clamp(0, oh)
+                d["boxes"] = boxes
         return dets
 
 
-def build_detector(
-    backbone: str,
-    *,
-    head: str | None = "ssdlite",
-    num_classes: int = 91,
-    width_mult: float = 1.0,
-    reduced_tail: bool = False,
-    anchors: str = "torchvision",
-    anchor_scales: tuple[float, float] = (0.2, 0.95),
-    image_size: int | tuple[int, int] = 320,
-    loss: str = "softmax",
-    weights: str | None = None,
-    score_thresh: float = 0.001,
-    nms_thresh: float = 0.55,
-    max_detections: int = 300,
-) -> Detector:
+def build_detector(backbone: str, *, weights: str | None = None, **options) -> Detector:
     """SSDLite over `backbone` ("v1", "v2", "v3_large", "v3_small", "mixnet_s/m/l").
 
-    num_classes counts the background (COCO: 91 as torchvision, or K + 1 for K dataset classes).
-    weights: an ImageNet checkpoint for the backbone (see `build_backbone`); without it the backbone
-    is initialised N(0, 0.03) as torchvision's SSDLite trained from scratch.
-    anchor_scales: (smallest, largest) anchor scale as a fraction of the input side, spread
-    linearly over the six maps (SSD paper, eq. 4); (0.2, 0.95) as the papers and torchvision. A data
-    set of smaller objects needs a smaller minimum (the smallest anchor is min x image_size).
+    options: the fields of :class:`DetectorConfig` (num_classes, width_mult, reduced_tail, anchors,
+    anchor_scales, image_size, cls_loss, score_thresh, nms_thresh, max_detections, bn_momentum).
+    weights: an ImageNet checkpoint for the backbone (see `dense.weights.load_backbone_weights`);
+    without it the backbone is initialised N(0, 0.03) as torchvision's SSDLite trained from scratch.
     """
+    head = options.pop("head", None)
     if head not in (None, "ssdlite"):
         raise ValueError(f"task 'detect' has the head 'ssdlite' only, got {head!r}")
-    config = dict(
-        backbone=backbone,
-        num_classes=num_classes,
-        width_mult=width_mult,
-        reduced_tail=reduced_tail,
-        anchors=anchors,
-        anchor_scales=tuple(float(v) for v in anchor_scales),
-        image_size=image_size,
-        loss=loss,
-        score_thresh=score_thresh,
-        nms_thresh=nms_thresh,
-        max_detections=max_detections,
-    )
+    unknown = sorted(set(options) - {f.name for f in fields(DetectorConfig)})
+    if unknown:
+        raise TypeError(
+            f"unknown detector option(s) {unknown}; valid: {[f.name for f in fields(DetectorConfig)][1:]}"
+        )
+    config = DetectorConfig(backbone=backbone, **options)
     bb = build_backbone(
         backbone,
         taps=("c4_exp", "c5"),
-        width_mult=width_mult,
-        reduced_tail=reduced_tail,
+        width_mult=config.width_mult,
+        reduced_tail=config.reduced_tail,
         scale_last_conv=True,
-        **{f"bn_{k}": v for k, v in BN.items()},
+        bn_eps=BN_EPS,
+        bn_momentum=BN_MOMENTUM if config.bn_momentum is None else config.bn_momentum,
     )
     if weights is None:
         _normal_init(bb)
     else:
-        from dense.weights import load_backbone_weights
-
-        load_backbone_weights(bb, backbone, weights)
-    return Detector(
-        bb,
-        num_classes,
-        anchors=anchors,
-        anchor_scales=anchor_scales,
-        image_size=image_size,
-        width_mult=width_mult,
-        loss=loss,
-        score_thresh=score_thresh,
-        nms_thresh=nms_thresh,
-        max_detections=max_detections,
-        config=config,
-    )
+        load_backbone_weights(bb, weights)
+    return Detector(bb, config)

@@ -5,11 +5,10 @@ The Lightning modules write a ``"dense_model"`` entry into every checkpoint
 
     checkpoint["dense_model"] = {
         "task": "detect",                 # build_model's task: "detect" or "segment"
-        "config": {...},                  # model.config: build_model(task, **config) rebuilds it
+        "config": {...},                  # model.config.to_dict(): build_model(task, **config)
         "state_dict_prefix": "model.",    # where the model's weights live in checkpoint["state_dict"]
-        "label_to_cat_id": {1: 3, ...},   # detection: contiguous label -> dataset category id
-        "class_names": [...],             # detection: index = label, 0 = "__background__";
-                                          # segmentation: index = trainId
+        "info": {...},                    # the data set's DatasetInfo.to_dict(): class count and
+                                          # names, label -> category id, val ground truth
         "val_metrics": {...},             # the last validation's logged metrics
     }
 
@@ -26,6 +25,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from dense.build import build_model
+from dense.data.info import DatasetInfo
 
 __all__ = [
     "CHECKPOINT_KEY",
@@ -78,11 +80,9 @@ def load_model_from_checkpoint(
 
     Returns:
         ``(model, extras)``: the model in eval mode on the CPU, and a dict with ``task``,
-        ``config``, ``epoch``, ``global_step``, ``path``, ``class_names``, ``val_metrics`` plus
-        the task's extras (detection: ``label_to_cat_id``).
+        ``config``, ``info`` (the training data's :class:`DatasetInfo`, None if absent),
+        ``val_metrics``, ``epoch``, ``global_step`` and ``path``.
     """
-    from dense.build import build_model  # the core builder; imported here to keep import light
-
     ckpt = read_checkpoint(path, weights_only=weights_only)
     meta = ckpt.get(CHECKPOINT_KEY)
     if not isinstance(meta, dict) or "config" not in meta or "task" not in meta:
@@ -106,9 +106,10 @@ def load_model_from_checkpoint(
     model.load_state_dict(weights, strict=strict)
     model.eval()
 
-    extras = {k: v for k, v in meta.items() if k not in ("config", "state_dict_prefix")}
+    extras = {k: v for k, v in meta.items() if k not in ("config", "state_dict_prefix", "info")}
     extras.update(
         config=config,
+        info=DatasetInfo.from_dict(meta["info"]) if isinstance(meta.get("info"), dict) else None,
         epoch=ckpt.get("epoch"),
         global_step=ckpt.get("global_step"),
         path=str(path),
@@ -120,8 +121,8 @@ def load_detector_from_checkpoint(
     path: str | os.PathLike, *, strict: bool = True, weights_only: bool = True
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the SSDLite ``Detector`` of a detection checkpoint (see
-    :func:`load_model_from_checkpoint`); ``extras["label_to_cat_id"]`` maps its labels back to the
-    dataset's category ids."""
+    :func:`load_model_from_checkpoint`); ``extras["info"].label_to_cat_id`` maps its labels back to
+    the dataset's category ids."""
     return load_model_from_checkpoint(path, task="detect", strict=strict, weights_only=weights_only)
 
 
@@ -129,5 +130,5 @@ def load_segmenter_from_checkpoint(
     path: str | os.PathLike, *, strict: bool = True, weights_only: bool = True
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the R-ASPP / LR-ASPP ``Segmenter`` of a segmentation checkpoint (see
-    :func:`load_model_from_checkpoint`); ``extras["class_names"]`` are indexed by trainId."""
+    :func:`load_model_from_checkpoint`); ``extras["info"].class_names`` are indexed by trainId."""
     return load_model_from_checkpoint(path, task="segment", strict=strict, weights_only=weights_only)

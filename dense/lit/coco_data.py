@@ -112,7 +112,9 @@ class CocoDataModule(TaskDataModule):
             if not (path.is_dir() if is_dir else path.is_file())
         ]
         if missing:
-            raise FileNotFoundError(f"missing under data root {self.root}: {', '.join(missing)}. {self.layout}")
+            raise FileNotFoundError(
+                f"missing under data root {self.root}: {', '.join(missing)}. {self.layout}"
+            )
 
     def build_datasets(self, stage: str | None) -> None:
         self._check_paths(stage)
@@ -139,7 +141,9 @@ class CocoDataModule(TaskDataModule):
                     f"{train.cat_ids}, {self.val_ann} has {self.val_dataset.cat_ids}"
                 )
             if len(train) == 0:
-                raise ValueError(f"{self.train_ann}: no training images (after dropping images without boxes)")
+                raise ValueError(
+                    f"{self.train_ann}: no training images (after dropping images without boxes)"
+                )
             self.train_dataset = train
 
     def info(self) -> DatasetInfo:

@@ -28,7 +28,7 @@ __all__ = [
 
 TASKS = ("detect", "segment")
 # Keys of the `data` group that describe the option rather than being datamodule arguments.
-_DATA_META_KEYS = ("task", "anchor_scales")  # anchor_scales: read by the detect model config
+_DATA_META_KEYS = ("task",)
 
 
 class ConfigError(ValueError):
@@ -62,20 +62,13 @@ def _choice(group: str) -> str | None:
         return None
 
 
-def _get(cfg: DictConfig, key: str) -> Any:
-    try:
-        return OmegaConf.select(cfg, key, throw_on_missing=True)
-    except Exception as e:  # missing mandatory value, bad interpolation
-        raise ConfigError(f"config key {key!r} cannot be read: {e}") from e
-
-
 def validate_config(
     cfg: DictConfig, *, conf_dir: str | os.PathLike | None = None, stage: str = "train"
 ) -> None:
     """Check the composed config before any work starts.
 
-    Checks: the task is known; the head and the data set serve that task; the data's input size is
-    the head's (detect); the output stride is 16 or 32 (segment); the optimizer has a positive
+    Checks: the task is known; the head and the data set serve that task; the output stride is 16
+    or 32 (segment); the optimizer has a positive
     learning rate (train); the checkpoint exists (``ckpt`` to resume in train, required in eval).
 
     Raises:
@@ -114,16 +107,6 @@ def validate_config(
             f"data={name} is {kind} data set and cannot be used with task={task}"
             + (f"; data sets for task={task}: {valid}" if valid else "")
         )
-
-    if head is not None and "image_size" in head and "image_size" in data:
-        h_size, d_size = _get(cfg, "head.image_size"), _get(cfg, "data.image_size")
-        if OmegaConf.is_config(d_size) or OmegaConf.is_config(h_size):
-            h_size, d_size = OmegaConf.to_object(h_size), OmegaConf.to_object(d_size)
-        if h_size != d_size:
-            raise ConfigError(
-                f"data.image_size={d_size} differs from head.image_size={h_size}: the model's anchors are "
-                "laid out for the head's size; override head.image_size (the data follows it)"
-            )
 
     if task == "segment" and head is not None:
         stride = head.get("output_stride")

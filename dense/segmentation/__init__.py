@@ -1,6 +1,14 @@
 """Semantic segmentation: R-ASPP and LR-ASPP heads, the Segmenter."""
 
 from .heads import LRASPPHead, RASPPHead
-from .segmenter import HEADS, Segmenter, build_segmenter, segmentation_loss
+from .segmenter import HEADS, Segmenter, SegmenterConfig, build_segmenter, segmentation_loss
 
-__all__ = ["HEADS", "LRASPPHead", "RASPPHead", "Segmenter", "build_segmenter", "segmentation_loss"]
+__all__ = [
+    "HEADS",
+    "LRASPPHead",
+    "RASPPHead",
+    "Segmenter",
+    "SegmenterConfig",
+    "build_segmenter",
+    "segmentation_loss",
+]

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, fields
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dense.backbones.mobilenet import Backbone, build_backbone
-from dense.classification import IMAGENET_MEAN, IMAGENET_STD
+from dense.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from dense.normalize import Normalize
+from dense.weights import load_backbone_weights
 
 from .heads import LRASPPHead, RASPPHead
 
-__all__ = ["HEADS", "Segmenter", "build_segmenter", "segmentation_loss"]
+__all__ = ["HEADS", "Segmenter", "SegmenterConfig", "build_segmenter", "segmentation_loss"]
 
 HEADS = ("lraspp", "raspp")
-IGNORE_INDEX = 255
 
 
 def segmentation_loss(
@@ -44,6 +47,51 @@ def segmentation_loss(
     return losses.mean()
 
 
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """Everything that defines a segmentation model; checkpoints store it (`asdict()`, plain types)
+    and `build_segmenter(**config)` rebuilds the model.
+
+    head: "lraspp" (F = head_channels, default 128) or "raspp" (default 256).
+    output_stride: 16 dilates the last stage (atrous, the papers' setting); 32 keeps it strided.
+    pooling: LR-ASPP branch-B pooling, "paper" (49x49, stride (16, 20)) or "global".
+    low_tap: LR-ASPP's stride-8 features, "c3" (last stride-8 block) or "c3_first" (torchvision).
+    ohem_fraction: train on the hardest fraction of labelled pixels only (None: all of them).
+    class_weights: per-class cross-entropy weights (one per class), or None.
+    bn_momentum: BatchNorm running-statistics momentum of every layer; None keeps the backbone
+        family's (MobileNetV3: 0.01, right for 100k-iteration recipes). Short runs from scratch need
+        ~0.1: with 0.01 the eval-mode statistics still lag the weights after a few hundred steps.
+    """
+
+    backbone: str
+    head: str = "lraspp"
+    num_classes: int = 19
+    width_mult: float = 1.0
+    reduced_tail: bool = False
+    output_stride: int = 16
+    head_channels: int | None = None
+    pooling: str = "paper"
+    low_tap: str = "c3"
+    ohem_fraction: float | None = None
+    class_weights: tuple[float, ...] | None = None
+    bn_momentum: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"task 'segment' has heads {list(HEADS)}, got {self.head!r}")
+        if self.low_tap not in ("c3", "c3_first"):
+            raise ValueError(f"low_tap must be 'c3' or 'c3_first', got {self.low_tap!r}")
+        if self.class_weights is not None:
+            object.__setattr__(self, "class_weights", tuple(float(v) for v in self.class_weights))
+            if len(self.class_weights) != self.num_classes:
+                raise ValueError(f"{len(self.class_weights)} class_weights for {self.num_classes} classes")
+        if self.ohem_fraction is not None and not 0 < self.ohem_fraction <= 1:
+            raise ValueError(f"ohem_fraction must be in (0, 1], got {self.ohem_fraction}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 class Segmenter(nn.Module):
     """images [N, 3, H, W] float in [0, 1] (normalised inside with ImageNet mean / std).
 
@@ -52,51 +100,34 @@ class Segmenter(nn.Module):
     predict(images) -> labels [N, H, W]
     """
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        num_classes: int,
-        *,
-        head: str = "lraspp",
-        head_channels: int | None = None,
-        pooling: str = "paper",
-        ohem_fraction: float | None = None,
-        class_weights: list[float] | None = None,
-        config: dict | None = None,
-    ) -> None:
+    def __init__(self, backbone: Backbone, config: SegmenterConfig) -> None:
         super().__init__()
         spec = backbone.output_shape()
+        c = config
+        self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
         self.backbone = backbone
-        self.head_name = head
-        if head == "lraspp":
-            low = next(t for t in spec if t.startswith("c3"))
-            self.low_tap = low
+        if c.head == "lraspp":
+            self.low_tap = next(t for t in spec if t.startswith("c3"))
             self.head = LRASPPHead(
-                spec[low].channels,
+                spec[self.low_tap].channels,
                 spec["c5"].channels,
-                num_classes,
-                channels=head_channels or 128,
-                pooling=pooling,
+                c.num_classes,
+                channels=c.head_channels or 128,
+                pooling=c.pooling,
             )
-        elif head == "raspp":
-            self.low_tap = None
-            self.head = RASPPHead(spec["c5"].channels, num_classes, channels=head_channels or 256)
         else:
-            raise ValueError(f"unknown segmentation head {head!r}; valid: {list(HEADS)}")
-        self.num_classes = num_classes
-        self.ohem_fraction = ohem_fraction
+            self.low_tap = None
+            self.head = RASPPHead(spec["c5"].channels, c.num_classes, channels=c.head_channels or 256)
+        self.config = config
+        self.num_classes = c.num_classes
         self.register_buffer(
-            "class_weights", torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+            "class_weights", torch.tensor(c.class_weights, dtype=torch.float32) if c.class_weights else None
         )
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.config = dict(config or {})
         # channels-last: oneDNN's depthwise convolutions run 5-30% faster on CPU in this layout
         self.to(memory_format=torch.channels_last)
 
     def forward(self, images: Tensor) -> Tensor:
-        x = ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        feats = self.backbone(x)
+        feats = self.backbone(self.normalize(images).contiguous(memory_format=torch.channels_last))
         if self.low_tap is not None:
             out = self.head(feats[self.low_tap], feats["c5"])
         else:
@@ -105,7 +136,7 @@ class Segmenter(nn.Module):
 
     def loss(self, logits: Tensor, masks: Tensor) -> Tensor:
         return segmentation_loss(
-            logits, masks, ohem_fraction=self.ohem_fraction, class_weights=self.class_weights
+            logits, masks, ohem_fraction=self.config.ohem_fraction, class_weights=self.class_weights
         )
 
     @torch.inference_mode()
@@ -113,73 +144,33 @@ class Segmenter(nn.Module):
         return self(images).argmax(1)
 
 
-def build_segmenter(
-    backbone: str,
-    *,
-    head: str | None = "lraspp",
-    num_classes: int = 19,
-    width_mult: float = 1.0,
-    reduced_tail: bool = False,
-    output_stride: int = 16,
-    head_channels: int | None = None,
-    pooling: str = "paper",
-    low_tap: str = "c3",
-    weights: str | None = None,
-    ohem_fraction: float | None = None,
-    class_weights: list[float] | None = None,
-    bn_momentum: float | None = None,
-) -> Segmenter:
+def build_segmenter(backbone: str, *, weights: str | None = None, **options) -> Segmenter:
     """R-ASPP / LR-ASPP over `backbone` ("v1", "v2", "v3_large", "v3_small", "mixnet_s/m/l").
 
-    head: "lraspp" (F = head_channels, default 128) or "raspp" (default 256).
-    output_stride: 16 dilates the last stage (atrous, the papers' setting); 32 keeps it strided.
-    low_tap: LR-ASPP's stride-8 features, "c3" (last stride-8 block) or "c3_first" (torchvision).
-    pooling: LR-ASPP branch-B pooling, "paper" (49x49, stride (16, 20)) or "global".
-    weights: an ImageNet checkpoint for the backbone (see `build_backbone`).
-    bn_momentum: BatchNorm running-statistics momentum of every layer; None keeps the backbone
-        family's (MobileNetV3: 0.01, right for 100k-iteration recipes). Short runs from scratch need
-        ~0.1: with 0.01 the eval-mode statistics still lag the weights after a few hundred steps.
+    options: the fields of :class:`SegmenterConfig` (head, num_classes, width_mult, reduced_tail,
+    output_stride, head_channels, pooling, low_tap, ohem_fraction, class_weights, bn_momentum).
+    weights: an ImageNet checkpoint for the backbone (see `dense.weights.load_backbone_weights`).
     """
-    head = head or "lraspp"
-    if head not in HEADS:
-        raise ValueError(f"task 'segment' has heads {list(HEADS)}, got {head!r}")
-    if low_tap not in ("c3", "c3_first"):
-        raise ValueError(f"low_tap must be 'c3' or 'c3_first', got {low_tap!r}")
-    config = dict(
-        backbone=backbone,
-        head=head,
-        num_classes=num_classes,
-        width_mult=width_mult,
-        reduced_tail=reduced_tail,
-        output_stride=output_stride,
-        head_channels=head_channels,
-        pooling=pooling,
-        low_tap=low_tap,
-        ohem_fraction=ohem_fraction,
-        class_weights=class_weights,
-        bn_momentum=bn_momentum,
-    )
-    taps = (low_tap, "c5") if head == "lraspp" else ("c5",)
+    if options.get("head", "lraspp") is None:
+        options["head"] = "lraspp"
+    valid = [f.name for f in fields(SegmenterConfig)]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise TypeError(f"unknown segmenter option(s) {unknown}; valid: {valid[1:]}")
+    config = SegmenterConfig(backbone=backbone, **options)
+    taps = (config.low_tap, "c5") if config.head == "lraspp" else ("c5",)
     bb = build_backbone(
         backbone,
         taps=taps,
-        width_mult=width_mult,
-        reduced_tail=reduced_tail,
-        output_stride=output_stride,
-        weights=weights,
+        width_mult=config.width_mult,
+        reduced_tail=config.reduced_tail,
+        output_stride=config.output_stride,
     )
-    model = Segmenter(
-        bb,
-        num_classes,
-        head=head,
-        head_channels=head_channels,
-        pooling=pooling,
-        ohem_fraction=ohem_fraction,
-        class_weights=class_weights,
-        config=config,
-    )
-    if bn_momentum is not None:
+    if weights is not None:
+        load_backbone_weights(bb, weights)
+    model = Segmenter(bb, config)
+    if config.bn_momentum is not None:
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.momentum = float(bn_momentum)
+                m.momentum = float(config.bn_momentum)
     return model

@@ -1,0 +1,158 @@
+"""`TaskDataModule`: what the COCO and Cityscapes datamodules share (thin glue over `dense.data`).
+
+Prepare (generate a built-in synthetic data set once), set up once per stage, loaders with seeded
+augmentation per worker and pinned memory on CUDA, and the data set's metadata (`info()`). A
+subclass says how to generate its synthetic set, how to build its data sets and its metadata.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+
+from dense.data.info import DatasetInfo
+
+__all__ = ["TaskDataModule", "seed_transform", "worker_init"]
+
+
+def seed_transform(dataset: Any, seed: int) -> None:
+    """albumentations' `Compose` keeps its own RNG (global seeds do not reach it): seed it."""
+    transform = getattr(dataset, "transform", None)
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(int(seed) % 2**32)
+
+
+def worker_init(worker_id: int) -> None:
+    """Every DataLoader worker gets its own augmentation stream and one OpenCV thread.
+
+    Forked workers would all inherit the same RNG state and draw identical crops / flips;
+    `worker_info.seed` differs per worker and per epoch and follows `torch.manual_seed` (so runs
+    stay reproducible). The workers are the data-loading parallelism already: OpenCV's own thread
+    pool in each of them would only compete with the training threads (badly so on small CPUs).
+    """
+    import cv2  # albumentations' backend; imported here, in the worker process only
+
+    cv2.setNumThreads(1)
+    info = get_worker_info()
+    if info is not None:
+        seed_transform(info.dataset, info.seed)
+
+
+class TaskDataModule(LightningDataModule):
+    """Base of `CocoDataModule` and `CityscapesDataModule`.
+
+    Args:
+        root: data set directory.
+        batch_size: training batch size per device; val_batch_size: per device in validation.
+        num_workers: DataLoader worker processes (per device).
+        synthetic: generate the built-in synthetic data set at `root` in `prepare_data` if needed.
+        synthetic_options: keyword arguments of that generator.
+        pin_memory: pin host memory (default: when CUDA is available).
+    """
+
+    synthetic_name = ""  # the data= option that generates a synthetic set in this layout
+    layout = ""  # what the folder must hold (for error messages)
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        batch_size: int,
+        val_batch_size: int,
+        num_workers: int,
+        synthetic: bool = False,
+        synthetic_options: Mapping[str, Any] | None = None,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if int(batch_size) < 1 or int(val_batch_size) < 1:
+            raise ValueError(f"batch sizes must be >= 1, got {batch_size} / {val_batch_size}")
+        if int(num_workers) < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.root = Path(root).expanduser()
+        self.batch_size = int(batch_size)
+        self.val_batch_size = int(val_batch_size)
+        self.num_workers = int(num_workers)
+        self.synthetic = bool(synthetic)
+        self.synthetic_options = dict(synthetic_options or {})
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+
+    # --- what subclasses provide ------------------------------------------------------------------
+    def generate(self) -> None:
+        """Write the synthetic data set at `root` unless it is there already (atomic, any process)."""
+        raise NotImplementedError
+
+    def build_datasets(self, stage: str | None) -> None:
+        """Fill `val_dataset` (and `train_dataset` for stage "fit" / None) if not built yet."""
+        raise NotImplementedError
+
+    def info(self) -> DatasetInfo:
+        """The data set's metadata; sets the data module up if needed."""
+        raise NotImplementedError
+
+    collate_fn: Callable[[list[Any]], Any] | None = None
+
+    # --- shared -----------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Generate the synthetic data set if asked (safe to call from several processes)."""
+        if self.synthetic:
+            self.generate()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Check the root and build the data sets (once; later calls for the same stage are no-ops)."""
+        if not self.root.is_dir():
+            hint = "" if self.synthetic else f"; data={self.synthetic_name} (synthetic=true) generates one"
+            raise FileNotFoundError(f"data root not found: {self.root}{hint}. {self.layout}")
+        had_train = self.train_dataset is not None
+        self.build_datasets(stage)
+        if self.train_dataset is not None and not had_train:
+            # With num_workers=0 the main process augments: seed it from torch so runs repeat.
+            seed_transform(self.train_dataset, torch.initial_seed())
+
+    def _ready(self) -> None:
+        if self.val_dataset is None:
+            self.prepare_data()
+            self.setup("validate")
+
+    def loader(
+        self, dataset: Dataset, batch_size: int, *, train: bool, sampler: Sampler | None = None
+    ) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            # Drop a ragged last training batch: a batch of one breaks BatchNorm on 1x1 maps (SSDLite's
+            # extra layers, R-ASPP's image pooling). Keep it when the whole set fits in one batch.
+            drop_last=train and len(dataset) > batch_size,
+            num_workers=workers,
+            collate_fn=self.collate_fn,
+            pin_memory=self.pin_memory,
+            persistent_workers=workers > 0,  # worker start-up costs seconds per epoch on small CPUs
+            worker_init_fn=worker_init if workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup('fit') has not been called yet")
+        return self.loader(self.train_dataset, self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() has not been called yet")
+        return self.loader(self.val_dataset, self.val_batch_size, train=False, sampler=self.val_sampler())
+
+    def val_sampler(self) -> Sampler | None:
+        return None
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
