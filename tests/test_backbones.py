@@ -138,7 +138,7 @@ def test_fuse_batchnorm_keeps_outputs(name):
     x = torch.rand(2, 3, 96, 96)
     with torch.no_grad():
         before = model(x)
-    fuse_batchnorm(model)  # outside no_grad, as tools/benchmark.py calls it
+    fuse_batchnorm(model)  # outside no_grad, as dense.benchmark.speed calls it
     with torch.no_grad():
         after = model(x)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())

@@ -8,6 +8,7 @@ from torchvision.models.detection import _utils as tv_utils
 
 import dense
 from dense.backbones.blocks import ConvBNAct, set_bn_folding
+from dense.benchmark.paper import ssdlite_figures, ssdlite_model
 from dense.complexity import count_madds, count_params
 from dense.detection.box_coder import decode, encode
 from dense.detection.loss import match, ssd_loss
@@ -179,7 +180,7 @@ def test_softmax_loss_equals_torchvision(tv_and_dense):
 def test_focal_loss_option():
     torch.manual_seed(0)
     model = dense.build_model(
-        "detect", "v3_small", num_classes=4, width_mult=0.35, loss="focal", image_size=128
+        "detect", "v3_small", num_classes=4, width_mult=0.35, cls_loss="focal", image_size=128
     )
     x = torch.rand(2, 3, 128, 128)
     targets = [{"boxes": torch.tensor([[10.0, 10, 60, 70]]), "labels": torch.tensor([2])}] * 2
@@ -187,7 +188,7 @@ def test_focal_loss_option():
     assert set(losses) == {"loss_cls", "loss_box", "loss"} and losses["loss"].requires_grad
     # sigmoid focal loss over the foreground columns, normalised by 2 positives (one per image at least)
     with pytest.raises(ValueError, match="unknown detection loss"):
-        dense.build_model("detect", "v3_small", num_classes=4, loss="hinge")
+        dense.build_model("detect", "v3_small", num_classes=4, cls_loss="hinge")
 
 
 def test_anchor_presets():
@@ -216,7 +217,7 @@ def test_anchor_scales_set_the_smallest_and_largest_anchor():
     # ratio-1 boxes span 0.05 x 320 = 16 px (first map) to 0.6 x 320 = 192 px (last map)
     torch.testing.assert_close(side.min(), torch.tensor(16.0))
     torch.testing.assert_close(side[-6], torch.tensor(192.0))  # last map, first box: scale 0.6
-    assert model.config["anchor_scales"] == (0.05, 0.6)
+    assert model.config.anchor_scales == (0.05, 0.6)
     with pytest.raises(ValueError, match="anchor_scales"):
         dense.build_model("detect", "v3_small", num_classes=3, anchor_scales=(0.6, 0.05))
 
@@ -235,17 +236,8 @@ KNOWN_GAPS = {("v2", 1.0): (0.05, 0.03), ("v2", 0.35): (0.03, 0.05)}
     "row", SSDLITE, ids=lambda r: f"{r.backbone}-{r.width_mult}-{'rt' if r.reduced_tail else 'full'}"
 )
 def test_ssdlite_complexity_matches_table6(row):
-    model = dense.build_model(
-        "detect",
-        row.backbone,
-        num_classes=91,
-        width_mult=row.width_mult,
-        reduced_tail=row.reduced_tail,
-        anchors="tf",
-    )
     tol_p, tol_m = KNOWN_GAPS.get((row.backbone, row.width_mult), (0.03, 0.03))
-    params = count_params(model) / 1e6
-    madds = count_madds(model, 320) / 1e9
+    params, madds = ssdlite_figures(row)
     assert abs(params / row.params_m - 1) <= tol_p, params
     assert abs(madds / row.madds_b - 1) <= tol_m, madds
 
@@ -257,7 +249,7 @@ def test_v1_v2_rows_of_table6_are_81_class_models(row):
     1.5%, while 91 outputs land 2-3.5% above them (the V2 0.5 / 0.35 rows, new in MobileNetV3, fit 91)."""
     counts = {}
     for k in (81, 91):
-        model = dense.build_model("detect", row.backbone, num_classes=k, anchors="tf")
+        model = ssdlite_model(row, num_classes=k)  # width 1, full tail, "tf" anchors
         params, madds = count_params(model) / 1e6, count_madds(model, 320) / 1e9
         counts[k] = (params / row.params_m - 1, madds / row.madds_b - 1)
     assert max(map(abs, counts[81])) < 0.015, counts

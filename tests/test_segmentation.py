@@ -3,31 +3,25 @@
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
 
 import dense
+from dense.benchmark.paper import segmentation_model
+from dense.benchmark.peers import normalise, torchvision_model
 from dense.complexity import count_madds
 from dense.papers import SEGMENTATION
 from dense.segmentation import segmentation_loss
 from dense.segmentation.heads import LRASPPHead
 from tests.conftest import randomize_bn
 
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
 
 def test_lraspp_equals_torchvision(tmp_path):
-    peer = randomize_bn(
-        torchvision.models.segmentation.lraspp_mobilenet_v3_large(
-            weights=None, weights_backbone=None, num_classes=19
-        )
-    ).eval()
+    peer = randomize_bn(torchvision_model("lraspp_mobilenet_v3_large", num_classes=19)).eval()
     torch.save(peer.state_dict(), tmp_path / "lraspp.pth")
     ours = dense.from_torchvision("lraspp_mobilenet_v3_large", tmp_path / "lraspp.pth").eval()
     x = torch.rand(2, 3, 160, 224, generator=torch.Generator().manual_seed(0))
     ours, peer, x = ours.double(), peer.double(), x.double()  # float64: the mapping, free of rounding
     with torch.no_grad():
-        a, b = ours(x), peer((x - MEAN.double()) / STD.double())["out"]
+        a, b = ours(x), peer(normalise(x))["out"]
     assert a.shape == b.shape == (2, 19, 160, 224)
     assert ((a - b).abs().max() / b.abs().max()) < 1e-4
 
@@ -85,15 +79,7 @@ KNOWN_GAPS = {("v3_small", 32): 0.08}
 
 @pytest.mark.parametrize("row", SEGMENTATION, ids=lambda r: f"{r.backbone}-{r.head}-os{r.output_stride}")
 def test_segmentation_madds_match_tables_7_8(row):
-    model = dense.build_model(
-        "segment",
-        row.backbone,
-        head=row.head,
-        num_classes=19,
-        reduced_tail=row.reduced_tail,
-        output_stride=row.output_stride,
-        head_channels=row.head_channels,
-    )
+    model = segmentation_model(row)
     madds = count_madds(model, row.size) / 1e9
     tol = KNOWN_GAPS.get((row.backbone, row.output_stride), 0.05)
     assert abs(madds / row.madds_b - 1) <= tol, madds
@@ -127,4 +113,4 @@ def test_bn_momentum_option_sets_every_batchnorm():
     assert {m.momentum for m in default.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.01}
     model = dense.build_model("segment", "v3_small", num_classes=3, width_mult=0.35, bn_momentum=0.1)
     assert {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}
-    assert model.config["bn_momentum"] == 0.1
+    assert model.config.bn_momentum == 0.1
