@@ -1,17 +1,17 @@
 # dense: `make train` (main job on built-in data), `make test` (whole suite), `make bench`.
-# The venv is made with plain venv + pip: torch / torchvision come from this machine's wheel store
-# (uv or poetry would download gigabytes).
+# The venv is made with plain venv + pip, so pip's own settings apply: PIP_INDEX_URL /
+# PIP_FIND_LINKS point it at another index or a local folder of wheels.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-TORCH := torch==2.14.1 torchvision==0.29.1
+# The torch / torchvision pair the test suite runs with; any release the pyproject ranges allow
+# works too (e.g. make test TORCH="torch torchvision").
+TORCH ?= torch==2.14.1 torchvision==0.29.1
 PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 PYTEST_ARGS ?=
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
-# This machine's pip config names extra local indexes that may be absent: drop that noise only.
-QUIET := 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
 .PHONY: venv test test-fast train train-segment bench lint clean
 
@@ -20,9 +20,9 @@ venv: $(STAMP)
 # Re-installs only when pyproject.toml changes; a second `make venv` takes a second.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(PIP) install -U pip setuptools wheel $(QUIET)
-	$(PIP) install $(TORCH) $(QUIET)
-	$(PIP) install -e '.[dev,export,sweep]' $(QUIET)
+	$(PIP) install -U pip setuptools wheel
+	$(PIP) install $(TORCH)
+	$(PIP) install -e '.[dev,export,sweep]'
 	$(BIN)/python -c "import torch, torchvision, lightning, hydra, timm, albumentations, pycocotools, \
 	  faster_coco_eval, torchmetrics, cityscapesscripts, onnxruntime, dense"
 	touch $(STAMP)

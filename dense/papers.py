@@ -1,4 +1,5 @@
-"""Reference figures from the papers (DESIGN.md sec. 4), shared by the tests and tools/benchmark.py."""
+"""Reference figures from the papers (MobileNet V1 / V2 / V3, MixConv), shared by the tests and the
+benchmark."""
 
 from __future__ import annotations
 

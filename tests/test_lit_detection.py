@@ -339,6 +339,36 @@ def test_schedulers_warmup_then_decay():
         lrs(partial(warmup_cosine, total_steps=0, steps_per_epoch=1))
 
 
+def test_schedulers_equal_the_closed_forms():
+    """torch's chained LinearLR + CosineAnnealingLR / PolynomialLR give the textbook factors."""
+    import math
+
+    from dense.lit.schedulers import warmup_cosine, warmup_poly
+
+    def lrs(make, steps):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+        sched, out = make(opt), []
+        for _ in range(steps):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    t, w = 400, 100
+    cos = lrs(partial(warmup_cosine, total_steps=t, steps_per_epoch=w, warmup_factor=0.001), t)
+    ref = [
+        0.5 * (0.001 * (1 - s / w) + s / w) if s < w else 0.25 * (1 + math.cos(math.pi * (s - w) / (t - w)))
+        for s in range(t)
+    ]
+    assert max(abs(a - b) for a, b in zip(cos, ref)) < 1e-12
+    floor = lrs(
+        partial(warmup_cosine, total_steps=t, steps_per_epoch=w, warmup_epochs=0, min_lr_ratio=0.1), t + 5
+    )
+    assert floor[-1] == pytest.approx(0.05) and floor[0] == pytest.approx(0.5)
+    poly = lrs(partial(warmup_poly, total_steps=t, steps_per_epoch=w, power=0.9), t)
+    assert max(abs(a - 0.5 * (1 - s / t) ** 0.9) for s, a in enumerate(poly)) < 1e-12
+
+
 @pytest.fixture
 def tiny_module():
     from dense import build_model

@@ -46,25 +46,12 @@ def cmd_coco(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------------------------
-# cityscapes subcommand: the scoring function lives in dense.evaluation.cityscapes (written
-# separately); imported lazily so that `score.py coco` does not depend on it.
-# ------------------------------------------------------------------------------------------------
 def cmd_cityscapes(args: argparse.Namespace) -> int:
-    try:
-        from dense.evaluation import cityscapes
-    except ModuleNotFoundError as e:
-        print(f"score.py cityscapes: not available: {e}", file=sys.stderr)
-        return 2
+    from dense.evaluation.cityscapes import format_iou_table, score_folder
 
-    result = cityscapes.score_folder(args.gt_dir, args.pred_dir)
-    # score_folder returns {"mIoU", "IoU": {class: fraction}, "num_images"}
-    metrics = dict(result) if isinstance(result, dict) else {"result": result}
-    if hasattr(cityscapes, "format_iou_table") and "IoU" in metrics:
-        table = cityscapes.format_iou_table(metrics["IoU"], miou=metrics.get("mIoU"))
-    else:
-        table = json.dumps(json_safe(metrics), indent=2)
-    metrics = {**metrics, "gt_dir": str(args.gt_dir), "pred_dir": str(args.pred_dir)}
+    result = score_folder(args.gt_dir, args.pred_dir)  # {"mIoU", "IoU": {class: fraction}, "num_images"}
+    table = format_iou_table(result["IoU"], miou=result["mIoU"])
+    metrics = {**result, "gt_dir": str(args.gt_dir), "pred_dir": str(args.pred_dir)}
     _emit(table, metrics, args.out)
     return 0
 

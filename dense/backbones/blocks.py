@@ -81,6 +81,14 @@ def split_channels(channels: int, groups: int, mode: str = "equal") -> list[int]
     return split
 
 
+def _conv2d(cin: int, cout: int, k: int, stride: int, dilation: int, depthwise: bool) -> nn.Conv2d:
+    """A bias-free conv with "same" padding (the BatchNorm after it has the bias)."""
+    return nn.Conv2d(
+        cin, cout, k, stride=stride, padding=(k - 1) // 2 * dilation, dilation=dilation,
+        groups=cin if depthwise else 1, bias=False,
+    )  # fmt: skip
+
+
 class MixConv(nn.Module):
     """Mixed depthwise (or grouped pointwise) convolution: channel groups, one kernel size each.
 
@@ -103,16 +111,7 @@ class MixConv(nn.Module):
         self.in_splits = split_channels(in_channels, len(kernel_sizes), split)
         out_splits = self.in_splits if depthwise else split_channels(out_channels, len(kernel_sizes), split)
         self.convs = nn.ModuleList(
-            nn.Conv2d(
-                cin,
-                cout,
-                k,
-                stride=stride,
-                padding=(k - 1) // 2 * dilation,
-                dilation=dilation,
-                groups=cin if depthwise else 1,
-                bias=False,
-            )
+            _conv2d(cin, cout, k, stride, dilation, depthwise)
             for cin, cout, k in zip(self.in_splits, out_splits, kernel_sizes)
         )
 
@@ -142,17 +141,7 @@ def make_conv(
             depthwise=depthwise,
             split=split,
         )
-    k = kernels[0]
-    return nn.Conv2d(
-        in_channels,
-        out_channels,
-        k,
-        stride=stride,
-        padding=(k - 1) // 2 * dilation,
-        dilation=dilation,
-        groups=in_channels if depthwise else 1,
-        bias=False,
-    )
+    return _conv2d(in_channels, out_channels, kernels[0], stride, dilation, depthwise)
 
 
 class ConvBNAct(nn.Sequential):

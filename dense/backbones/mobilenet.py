@@ -262,22 +262,12 @@ class Backbone(nn.Module):
         return {t: feats[t] for t in self.taps}
 
 
-def build_backbone(
-    name: str,
-    *,
-    taps: Sequence[str] = ("c4_exp", "c5"),
-    width_mult: float = 1.0,
-    reduced_tail: bool = False,
-    output_stride: int = 32,
-    split: str = "equal",
-    bn_eps: float | None = None,
-    bn_momentum: float | None = None,
-    scale_last_conv: bool = False,
-) -> Backbone:
+def build_backbone(name: str, **options) -> Backbone:
     """Build a backbone by name: "v1", "v2", "v3_large", "v3_small", "mixnet_s", "mixnet_m", "mixnet_l".
 
-    Args:
-        taps: feature taps to return, any of "c3", "c3_first", "c4", "c4_exp", "c5".
+    Options (keyword-only, as `Backbone`):
+        taps: feature taps to return, any of "c3", "c3_first", "c4", "c4_exp", "c5"
+            (default ("c4_exp", "c5")).
         width_mult: the width multiplier alpha (MobileNetV1 sec. 3.3), applied to every layer.
         reduced_tail: halve the channels between C4 and C5 (MobileNetV3 sec. 6.3, "RF2").
         output_stride: 32, or 16 to dilate the last stage instead of striding it.
@@ -290,14 +280,4 @@ def build_backbone(
     Randomly initialised (PyTorch's defaults); `dense.build_backbone(..., weights=PATH)` loads
     ImageNet weights into it.
     """
-    return Backbone(
-        get_family(name),
-        taps=taps,
-        width_mult=width_mult,
-        reduced_tail=reduced_tail,
-        output_stride=output_stride,
-        split=split,
-        bn_eps=bn_eps,
-        bn_momentum=bn_momentum,
-        scale_last_conv=scale_last_conv,
-    )
+    return Backbone(get_family(name), **options)

@@ -28,10 +28,11 @@ from cityscapesscripts.helpers.labels import labels as _CS_LABELS
 from PIL import Image
 from torch.utils.data import Dataset
 
+from dense.constants import IGNORE_INDEX
+
 __all__ = [
     "CITYSCAPES_CLASSES",
     "CITYSCAPES_PALETTE",
-    "IGNORE_INDEX",
     "LABEL_ID_TO_TRAIN_ID",
     "NUM_CLASSES",
     "TRAIN_ID_TO_LABEL_ID",
@@ -43,7 +44,6 @@ __all__ = [
     "train_ids_to_label_ids",
 ]
 
-IGNORE_INDEX = 255
 
 # Labels evaluated by the benchmark: ignoreInEval False. Their trainIds are 0..18, one labelId each.
 _EVAL_LABELS = sorted((lb for lb in _CS_LABELS if not lb.ignoreInEval), key=lambda lb: lb.trainId)

@@ -20,7 +20,6 @@ What it does with the annotation file, and why:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -35,13 +34,14 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from dense.data.jsonfile import read_json
+
 __all__ = [
     "CocoAnnotationError",
     "CocoDetection",
     "ImageReadError",
     "collate_detection",
     "load_rgb",
-    "scale_boxes",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,18 +96,6 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"image file not found: {path}") from e
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise ImageReadError(f"cannot read image {path}: {e}") from e
-
-
-def scale_boxes(boxes: torch.Tensor, from_hw: Sequence[int], to_hw: Sequence[int]) -> torch.Tensor:
-    """Rescale xyxy pixel boxes ``[M, 4]`` from an image of size ``from_hw`` to ``to_hw`` (h, w).
-
-    Used to map predictions on the resized network input back to the original image for COCO
-    scoring (the eval transform is a plain resize).
-    """
-    sy = float(to_hw[0]) / float(from_hw[0])
-    sx = float(to_hw[1]) / float(from_hw[1])
-    scale = torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype, device=boxes.device)
-    return boxes * scale
 
 
 def _to_chw_float(image: Any) -> torch.Tensor:
@@ -187,13 +175,7 @@ class CocoDetection(Dataset):
     # ---------------------------------------------------------------------------------------------
     @staticmethod
     def _read_json(path: Path) -> dict[str, Any]:
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"COCO annotation file not found: {path}") from e
-        except json.JSONDecodeError as e:
-            raise CocoAnnotationError(f"{path}: not valid JSON: {e}") from e
+        data = read_json(path, "COCO annotation file", CocoAnnotationError)
         if not isinstance(data, dict):
             raise CocoAnnotationError(f"{path}: expected a JSON object with images/annotations/categories")
         missing = [k for k in ("images", "categories") if k not in data]

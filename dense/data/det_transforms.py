@@ -12,7 +12,7 @@ Presets (torchvision ``references/detection/presets.py``):
 - ``"flip"``: horizontal flip only, for short runs where the crop's variety slows early learning
   more than it helps (the built-in ``shapes_coco`` default; not a paper recipe).
 - eval (``train=False``, any preset): resize only, so predictions map back to the original image
-  by a plain scale (:func:`dense.data.coco.scale_boxes`).
+  by a plain scale (`Detector.predict(images, orig_sizes=...)` does it).
 
 Two ops are custom ``DualTransform`` s because albumentations has no equivalent:
 

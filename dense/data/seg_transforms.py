@@ -31,9 +31,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-__all__ = ["EvalTransform", "build_segmentation_transform", "upsample_logits"]
+from dense.constants import IGNORE_INDEX  # noqa: E402
 
-IGNORE_INDEX = 255
+__all__ = ["EvalTransform", "build_segmentation_transform", "upsample_logits"]
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:

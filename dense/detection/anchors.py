@@ -1,6 +1,6 @@
 """SSD default boxes ("anchors") for a pyramid of feature maps.
 
-Two presets (DESIGN.md sec. 3), both with scales linear from 0.2 to 0.95 over the maps:
+Two presets, both with scales linear from 0.2 to 0.95 over the maps:
   "torchvision": 6 boxes per cell everywhere: s, sqrt(s * s_next) at ratio 1, then s at ratios
       2, 1/2, 3, 1/3 (torchvision's DefaultBoxGenerator order).
   "tf": as the TF Object Detection API's SSDLite configs (reduce_boxes_in_lowest_layer): the lowest

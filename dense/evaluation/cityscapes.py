@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torchmetrics import Metric
 
+from dense.constants import IGNORE_INDEX
 from dense.data.cityscapes import (
     CITYSCAPES_CLASSES,
-    IGNORE_INDEX,
     LABEL_ID_TO_TRAIN_ID,
     LABEL_SUFFIX,
     NUM_CLASSES,

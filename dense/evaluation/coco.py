@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from dense.data.jsonfile import read_json
 
 __all__ = [
     "ENGINES",
@@ -151,15 +151,7 @@ def _engine_classes(engine: str) -> tuple[type, type]:
 def _load_gt_dict(gt: Any) -> tuple[dict[str, Any], str]:
     """Ground truth as a dataset dict plus a description (for error messages)."""
     if isinstance(gt, (str, os.PathLike)):
-        path = Path(gt)
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"COCO ground-truth file not found: {path}") from e
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON: {e}") from e
-        return data, str(path)
+        return read_json(gt, "COCO ground-truth file"), str(gt)
     if isinstance(gt, Mapping):
         return dict(gt), "ground-truth dict"
     if hasattr(gt, "dataset"):  # a pycocotools or faster_coco_eval COCO object
@@ -169,15 +161,7 @@ def _load_gt_dict(gt: Any) -> tuple[dict[str, Any], str]:
 
 def _load_results(detections: Any) -> tuple[list[dict[str, Any]], str]:
     if isinstance(detections, (str, os.PathLike)):
-        path = Path(detections)
-        try:
-            with open(path) as f:
-                dets = json.load(f)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"COCO results file not found: {path}") from e
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON: {e}") from e
-        where = str(path)
+        dets, where = read_json(detections, "COCO results file"), str(detections)
     else:
         dets, where = detections, "results list"
     if not isinstance(dets, list):

@@ -13,7 +13,7 @@ is defined there), the image optionally downscaled by `eval_scale`.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -101,20 +101,12 @@ class CityscapesDataModule(TaskDataModule):
         batch_size: int = 8,
         val_batch_size: int = 2,
         num_workers: int = 2,
-        synthetic: bool = False,
-        synthetic_options: Mapping[str, Any] | None = None,
         check_values: bool = True,
         scan_cache: str | os.PathLike | bool | None = None,
-        pin_memory: bool | None = None,
+        **common: Any,
     ) -> None:
         super().__init__(
-            root,
-            batch_size=batch_size,
-            val_batch_size=val_batch_size,
-            num_workers=num_workers,
-            synthetic=synthetic,
-            synthetic_options=synthetic_options,
-            pin_memory=pin_memory,
+            root, batch_size=batch_size, val_batch_size=val_batch_size, num_workers=num_workers, **common
         )
         hflip = (0.5 if flip else 0.0) if isinstance(flip, bool) else float(flip)
         if not 0.0 <= hflip <= 1.0:

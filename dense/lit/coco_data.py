@@ -10,7 +10,7 @@ fresh machine.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,18 +68,11 @@ class CocoDataModule(TaskDataModule):
         num_workers: int = 2,
         keep_empty_train: bool = True,
         min_box_size: float = 1.0,
-        synthetic: bool = False,
-        synthetic_options: Mapping[str, Any] | None = None,
-        pin_memory: bool | None = None,
+        **common: Any,
     ) -> None:
+        val_batch_size = batch_size if val_batch_size is None else val_batch_size
         super().__init__(
-            root,
-            batch_size=batch_size,
-            val_batch_size=batch_size if val_batch_size is None else val_batch_size,
-            num_workers=num_workers,
-            synthetic=synthetic,
-            synthetic_options=synthetic_options,
-            pin_memory=pin_memory,
+            root, batch_size=batch_size, val_batch_size=val_batch_size, num_workers=num_workers, **common
         )
         if augment not in PRESETS:
             raise ValueError(f"unknown augment preset {augment!r}; valid: {list(PRESETS)}")

@@ -56,8 +56,8 @@ METRIC_NAMES: dict[str, str] = dict(
 class DetectionModule(TaskModule):
     """Train and validate a `Detector` on COCO-format data.
 
-    Args (besides `TaskModule`'s: model, info, optimizer, scheduler, norm_weight_decay,
-    num_log_images):
+    Args (besides `TaskModule`'s: model, info, optimizer, scheduler, num_log_images, and
+    norm_weight_decay, here 0.0 by default):
         log_score_threshold: score above which predictions are drawn.
         val_loss: also compute and log `val/loss*` (one more forward pass per val batch).
         coco_engine: "faster_coco_eval" or "pycocotools" (same numbers).

@@ -1,4 +1,4 @@
-"""Per-step learning-rate schedules with a linear warmup (plain torch ``LambdaLR``).
+"""Per-step learning-rate schedules with a linear warmup (torch's own schedulers, chained).
 
 Hydra configs (``conf/sched/*.yaml``) name these with ``_partial_: true``; the Lightning modules
 complete the call with the optimizer and the step counts, which are only known once the trainer
@@ -16,7 +16,14 @@ from collections.abc import Callable
 from typing import Any
 
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import (
+    CosineAnnealingLR,
+    LambdaLR,
+    LinearLR,
+    LRScheduler,
+    PolynomialLR,
+    SequentialLR,
+)
 
 __all__ = ["lightning_optimizers", "warmup_cosine", "warmup_poly"]
 
@@ -54,26 +61,22 @@ def _warmup_steps(warmup_epochs: float, steps_per_epoch: int, total_steps: int) 
 
 def _with_warmup(
     optimizer: Optimizer,
-    main: Callable[[float], float],
+    main: Callable[[int], LRScheduler],
     *,
     total_steps: int,
     steps_per_epoch: int,
     warmup_epochs: float,
     warmup_factor: float,
-) -> LambdaLR:
+) -> LRScheduler:
+    """torch's LinearLR from `warmup_factor` to 1 over the warmup steps, then `main(steps_left)`."""
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps} (no training batches?)")
     warmup = _warmup_steps(warmup_epochs, max(steps_per_epoch, 1), total_steps)
-    main_steps = max(total_steps - warmup, 1)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            alpha = step / warmup
-            return warmup_factor * (1.0 - alpha) + alpha
-        progress = min((step - warmup) / main_steps, 1.0)
-        return main(progress)
-
-    return LambdaLR(optimizer, factor)
+    rest = max(total_steps - warmup, 1)
+    if warmup == 0:
+        return main(rest)
+    first = LinearLR(optimizer, start_factor=warmup_factor, end_factor=1.0, total_iters=warmup)
+    return SequentialLR(optimizer, [first, main(rest)], milestones=[warmup])
 
 
 def warmup_cosine(
@@ -84,7 +87,7 @@ def warmup_cosine(
     warmup_epochs: float = 1.0,
     warmup_factor: float = 0.001,
     min_lr_ratio: float = 0.0,
-) -> LambdaLR:
+) -> LRScheduler:
     """Linear warmup, then cosine annealing to ``min_lr_ratio * lr`` at ``total_steps``.
 
     Args:
@@ -95,13 +98,24 @@ def warmup_cosine(
         warmup_factor: factor at step 0 of the warmup.
         min_lr_ratio: final learning rate as a fraction of the base rate.
     """
+    if min_lr_ratio == 0.0:
 
-    def cosine(progress: float) -> float:
-        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        def main(steps: int) -> LRScheduler:
+            return CosineAnnealingLR(optimizer, T_max=steps)
+
+    else:
+        # CosineAnnealingLR's floor is one absolute eta_min for every parameter group; a ratio of
+        # each group's own rate needs the closed form.
+        def main(steps: int) -> LRScheduler:
+            def factor(step: int) -> float:
+                progress = min(step / steps, 1.0)
+                return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+            return LambdaLR(optimizer, factor)
 
     return _with_warmup(
         optimizer,
-        cosine,
+        main,
         total_steps=total_steps,
         steps_per_epoch=steps_per_epoch,
         warmup_epochs=warmup_epochs,
@@ -117,19 +131,13 @@ def warmup_poly(
     power: float = 0.9,
     warmup_epochs: float = 0.0,
     warmup_factor: float = 0.001,
-    min_lr_ratio: float = 0.0,
-) -> LambdaLR:
-    """Linear warmup, then ``(1 - progress) ** power`` (DeepLab's "poly" schedule).
-
-    Arguments as in :func:`warmup_cosine`; ``power`` 0.9 is the segmentation papers' value.
-    """
-
-    def poly(progress: float) -> float:
-        return min_lr_ratio + (1.0 - min_lr_ratio) * (1.0 - progress) ** power
-
+) -> LRScheduler:
+    """Optional linear warmup, then ``lr * (1 - progress) ** power`` (DeepLab's "poly" schedule,
+    torch's PolynomialLR). Arguments as in :func:`warmup_cosine`; ``power`` 0.9 is the segmentation
+    papers' value."""
     return _with_warmup(
         optimizer,
-        poly,
+        lambda steps: PolynomialLR(optimizer, total_iters=steps, power=power),
         total_steps=total_steps,
         steps_per_epoch=steps_per_epoch,
         warmup_epochs=warmup_epochs,

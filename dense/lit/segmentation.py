@@ -79,7 +79,7 @@ class SegmentationModule(TaskModule):
         self.log_image_height = int(log_image_height)
         self.pred_dir = Path(pred_dir) if pred_dir is not None else None
         # No argument validation per batch: the dataset already rejected bad label values.
-        self.val_miou = CityscapesMIoU(num_classes=int(model.num_classes), validate_args=False)
+        self.val_miou = CityscapesMIoU(num_classes=self.info.num_classes, validate_args=False)
         self.val_images = SumMetric()
         self._logged_images = 0
         self.last_iou: list[float] = []

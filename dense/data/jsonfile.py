@@ -1,0 +1,23 @@
+"""Reading a JSON file with errors that name the file (annotation, ground-truth and result files)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["read_json"]
+
+
+def read_json(path: str | os.PathLike, what: str, error: type[Exception] = ValueError) -> Any:
+    """The parsed content of `path`; a missing file raises FileNotFoundError("{what} not found: ..."),
+    malformed JSON raises `error` naming the file, line and column."""
+    path = Path(path)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{what} not found: {path}") from e
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: not valid JSON: {e}") from e
