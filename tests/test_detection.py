@@ -292,3 +292,38 @@ def test_training_reduces_the_loss():
         opt.step()
         first = first if first is not None else loss.item()
     assert loss.item() < 0.3 * first
+
+
+def test_predict_maps_boxes_to_the_original_images():
+    """predict(orig_sizes): the same detections, scaled from the network input to each original
+    picture and clipped to it (no rescaling left to the caller)."""
+    torch.manual_seed(0)
+    model = dense.build_model("detect", "v3_small", num_classes=4, width_mult=0.35, image_size=128).eval()
+    x = torch.rand(2, 3, 128, 128)
+    plain = model.predict(x)
+    orig = [(256, 192), (64, 128)]  # (H, W) of the pictures x was resized from
+    mapped = model.predict(x, orig_sizes=orig)
+    for p, m, (h, w) in zip(plain, mapped, orig):
+        assert len(p["boxes"]) > 0
+        torch.testing.assert_close(m["scores"], p["scores"])
+        assert torch.equal(m["labels"], p["labels"])
+        want = p["boxes"] * torch.tensor([w / 128, h / 128, w / 128, h / 128])
+        want[:, 0::2], want[:, 1::2] = want[:, 0::2].clamp(0, w), want[:, 1::2].clamp(0, h)
+        torch.testing.assert_close(m["boxes"], want)
+    # images of another size are resized to the network input; boxes come back in their pixels
+    big = model.predict(torch.nn.functional.interpolate(x, size=(200, 300), mode="bilinear"))
+    assert big[0]["boxes"][:, 0::2].max() <= 300 and big[0]["boxes"][:, 1::2].max() <= 200
+    with pytest.raises(ValueError, match="orig_sizes has 1 entries for 2 images"):
+        model.predict(x, orig_sizes=[(10, 10)])
+
+
+def test_loss_uses_the_anchors_of_the_batch():
+    """A batch of another size than the configured one is matched against its own anchors."""
+    torch.manual_seed(0)
+    model = dense.build_model("detect", "v3_small", num_classes=4, width_mult=0.35, image_size=128)
+    out = model(torch.rand(2, 3, 96, 160))
+    torch.testing.assert_close(out["anchors"], model.anchors((96, 160)))
+    assert out["anchors"].shape[0] == out["cls_logits"].shape[1] != model.anchors().shape[0]
+    targets = [{"boxes": torch.tensor([[10.0, 10, 60, 70]]), "labels": torch.tensor([2])}] * 2
+    losses = model.loss(out, targets)
+    assert torch.isfinite(losses["loss"]) and losses["loss_box"] > 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lit_runs import ROOT, shared_training_run
+from lit_runs import ROOT, eval_one_and_two_processes, shared_training_run
 from lit_runs import check as _check
 from lit_runs import run_tool as _run
 
@@ -172,18 +172,7 @@ def test_ddp_validation_matches_single_process(trained, tmp_path):
     removed, scored once; the numbers equal a single-process evaluation. 5 val images, so the
     DistributedSampler pads one; batch 1 keeps the numerics identical."""
     _, _, metrics = trained
-    common = [
-        "tools/eval.py",
-        f"ckpt={metrics['checkpoint']}",
-        f"data.root={tmp_path / 'shapes5'}",
-        *DATA_OVERRIDES,
-        "data.synthetic_options.num_val=5",
-        "data.val_batch_size=1",
-    ]
-    _check(_run([*common, f"hydra.run.dir={tmp_path / 'one'}"]))
-    _check(_run([*common, "trainer.devices=2", "trainer.strategy=ddp", f"hydra.run.dir={tmp_path / 'two'}"]))
-    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
-    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    one, two = eval_one_and_two_processes(metrics["checkpoint"], tmp_path, DATA_OVERRIDES)
     assert one["num_images"] == two["num_images"] == 5
     assert one["num_detections"] == two["num_detections"]
     for key in VAL_KEYS:

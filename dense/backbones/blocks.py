@@ -235,26 +235,17 @@ class DepthwiseSeparable(nn.Module):
         out_channels: int,
         kernel: int | Sequence[int] = 3,
         *,
-        stride: int = 1,
-        dilation: int = 1,
         act: str = "relu",
         pw_act: bool = True,
         skip: bool = False,
         norm: partial | type[nn.Module] = nn.BatchNorm2d,
+        **dw: int,
     ) -> None:
+        """`dw`: `stride` and `dilation` of the depthwise conv (default 1)."""
         super().__init__()
-        self.dw = ConvBNAct(
-            in_channels,
-            in_channels,
-            kernel,
-            stride=stride,
-            dilation=dilation,
-            depthwise=True,
-            act=act,
-            norm=norm,
-        )
+        self.dw = ConvBNAct(in_channels, in_channels, kernel, depthwise=True, act=act, norm=norm, **dw)
         self.pw = ConvBNAct(in_channels, out_channels, 1, act=act if pw_act else "none", norm=norm)
-        self.use_skip = skip and stride == 1 and in_channels == out_channels
+        self.use_skip = skip and dw.get("stride", 1) == 1 and in_channels == out_channels
         self.out_channels = out_channels
 
     def forward(self, x: Tensor) -> Tensor:
@@ -299,17 +290,8 @@ class InvertedResidual(nn.Module):
             if self.has_expansion
             else None
         )
-        self.dw = ConvBNAct(
-            expanded,
-            expanded,
-            kernel,
-            stride=stride,
-            dilation=dilation,
-            depthwise=True,
-            act=act,
-            norm=norm,
-            split=split,
-        )
+        dw = dict(stride=stride, dilation=dilation, act=act, norm=norm, split=split)
+        self.dw = ConvBNAct(expanded, expanded, kernel, depthwise=True, **dw)
         self.se = SqueezeExcite(expanded, se_channels, act=se_act, gate=se_gate) if se_channels else None
         self.project = ConvBNAct(expanded, out_channels, [1] * project_groups, act="none", norm=norm)
         # `residual` is decided by the caller for dilated stages: a block that strides in the plain

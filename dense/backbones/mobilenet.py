@@ -95,35 +95,17 @@ def _plan(fam: Family, width_mult: float, reduced_tail: bool, output_stride: int
 
 
 def _make_block(p: _BlockPlan, family: Family, norm, split: str) -> nn.Module:
+    common = dict(stride=p.stride, dilation=p.dilation, act=p.act, norm=norm)
     if p.kind == "ds":
         return DepthwiseSeparable(
-            p.in_ch,
-            p.out,
-            p.kernel,
-            stride=p.stride,
-            dilation=p.dilation,
-            act=p.act,
-            pw_act=family.ds_pw_act,
-            skip=family.ds_skip,
-            norm=norm,
+            p.in_ch, p.out, p.kernel, pw_act=family.ds_pw_act, skip=family.ds_skip, **common
         )
     return InvertedResidual(
-        p.in_ch,
-        p.exp,
-        p.out,
-        p.kernel,
-        stride=p.stride,
-        dilation=p.dilation,
-        act=p.act,
-        se_channels=p.se,
-        se_act=p.act if family.se_act == "block" else family.se_act,
-        se_gate=family.se_gate,
-        expand_groups=p.groups[0],
-        project_groups=p.groups[1],
-        norm=norm,
-        split=split,
-        residual=p.plain_stride == 1,
-    )
+        p.in_ch, p.exp, p.out, p.kernel, se_channels=p.se,
+        se_act=p.act if family.se_act == "block" else family.se_act, se_gate=family.se_gate,
+        expand_groups=p.groups[0], project_groups=p.groups[1], split=split,
+        residual=p.plain_stride == 1, **common,
+    )  # fmt: skip
 
 
 def _last_conv_channels(

@@ -208,88 +208,98 @@ class CocoDetection(Dataset):
         return len(self.cat_ids) + 1
 
     def _build_index(self, data: dict[str, Any]) -> None:
-        f = self.ann_file
-        images = data["images"]
+        """Check the file's images and annotations, then one record per usable image."""
+        img_by_id = self._index_images(data["images"])
+        self._check_annotations(data["annotations"], img_by_id)
+        per_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for a in data["annotations"]:
+            per_image[a["image_id"]].append(a)
+        self.num_crowd = 0
+        self.degenerate_annotation_ids: list[Any] = []
+        self._records: list[dict[str, Any]] = []
+        self.num_empty_dropped = 0
+        for im in data["images"]:
+            record = self._record(im, per_image.get(im["id"], []))
+            if self.train and not self.keep_empty and not len(record["boxes"]):
+                self.num_empty_dropped += 1
+                continue
+            self._records.append(record)
+        self.image_ids: list[int] = [r["image_id"] for r in self._records]
+        self._log_index()
+
+    def _index_images(self, images: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
         img_by_id: dict[int, dict[str, Any]] = {}
         for im in images:
             for key in ("id", "file_name", "width", "height"):
                 if key not in im:
-                    raise CocoAnnotationError(f"{f}: image entry {im.get('id', im)} has no '{key}'")
+                    raise CocoAnnotationError(
+                        f"{self.ann_file}: image entry {im.get('id', im)} has no '{key}'"
+                    )
             if im["id"] in img_by_id:
-                raise CocoAnnotationError(f"{f}: duplicate image id {im['id']}")
+                raise CocoAnnotationError(f"{self.ann_file}: duplicate image id {im['id']}")
             img_by_id[im["id"]] = im
+        return img_by_id
 
-        bad_image = [a.get("id") for a in data["annotations"] if a.get("image_id") not in img_by_id]
+    def _check_annotations(self, anns: list[dict[str, Any]], img_by_id: dict[int, Any]) -> None:
+        f = self.ann_file
+        bad_image = [a.get("id") for a in anns if a.get("image_id") not in img_by_id]
         if bad_image:
             raise CocoAnnotationError(
                 f"{f}: {len(bad_image)} annotation(s) name an image id that is not in 'images': "
                 f"annotation ids {_ids_text(bad_image)}"
             )
-        bad_cat = [
-            a.get("id") for a in data["annotations"] if a.get("category_id") not in self.cat_id_to_label
-        ]
+        bad_cat = [a.get("id") for a in anns if a.get("category_id") not in self.cat_id_to_label]
         if bad_cat:
             raise CocoAnnotationError(
                 f"{f}: {len(bad_cat)} annotation(s) name a category id that is not in 'categories' "
                 f"(valid: {self.cat_ids}): annotation ids {_ids_text(bad_cat)}"
             )
-        no_box = [a.get("id") for a in data["annotations"] if len(a.get("bbox") or []) != 4]
+        no_box = [a.get("id") for a in anns if len(a.get("bbox") or []) != 4]
         if no_box:
             raise CocoAnnotationError(
                 f"{f}: annotation(s) without a 4-number 'bbox': ids {_ids_text(no_box)}"
             )
 
-        per_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for a in data["annotations"]:
-            per_image[a["image_id"]].append(a)
-
-        self.num_crowd = 0
-        self.degenerate_annotation_ids: list[Any] = []
-        self._records: list[dict[str, Any]] = []
-        num_empty_dropped = 0
-        for im in images:
-            w, h = float(im["width"]), float(im["height"])
-            boxes, labels = [], []
-            for a in per_image.get(im["id"], []):
-                if a.get("iscrowd", 0):
-                    self.num_crowd += 1
-                    continue
-                x, y, bw, bh = (float(v) for v in a["bbox"])
-                x0, y0 = min(max(x, 0.0), w), min(max(y, 0.0), h)
-                x1, y1 = min(max(x + bw, 0.0), w), min(max(y + bh, 0.0), h)
-                if x1 - x0 <= self.min_box_size or y1 - y0 <= self.min_box_size:
-                    self.degenerate_annotation_ids.append(a.get("id"))
-                    continue
-                boxes.append((x0, y0, x1, y1))
-                labels.append(self.cat_id_to_label[a["category_id"]])
-            if self.train and not self.keep_empty and not boxes:
-                num_empty_dropped += 1
+    def _record(self, im: dict[str, Any], anns: list[dict[str, Any]]) -> dict[str, Any]:
+        """Boxes clipped to the image, xyxy; crowd regions are counted and left to the evaluation,
+        boxes degenerate after clipping are counted and dropped."""
+        w, h = float(im["width"]), float(im["height"])
+        boxes, labels = [], []
+        for a in anns:
+            if a.get("iscrowd", 0):
+                self.num_crowd += 1
                 continue
-            self._records.append(
-                {
-                    "image_id": im["id"],
-                    "file_name": im["file_name"],
-                    "size": (int(im["height"]), int(im["width"])),
-                    "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-                    "labels": np.asarray(labels, dtype=np.int64),
-                }
-            )
-        self.image_ids: list[int] = [r["image_id"] for r in self._records]
-        self.num_empty_dropped = num_empty_dropped
+            x, y, bw, bh = (float(v) for v in a["bbox"])
+            x0, y0 = min(max(x, 0.0), w), min(max(y, 0.0), h)
+            x1, y1 = min(max(x + bw, 0.0), w), min(max(y + bh, 0.0), h)
+            if x1 - x0 <= self.min_box_size or y1 - y0 <= self.min_box_size:
+                self.degenerate_annotation_ids.append(a.get("id"))
+                continue
+            boxes.append((x0, y0, x1, y1))
+            labels.append(self.cat_id_to_label[a["category_id"]])
+        return {
+            "image_id": im["id"],
+            "file_name": im["file_name"],
+            "size": (int(im["height"]), int(im["width"])),
+            "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+            "labels": np.asarray(labels, dtype=np.int64),
+        }
+
+    def _log_index(self) -> None:
         if self.degenerate_annotation_ids:
             log.warning(
                 "%s: dropped %d box(es) that are degenerate after clipping to the image (w or h <= %g px): "
                 "annotation ids %s",
-                f,
+                self.ann_file,
                 self.num_degenerate_boxes,
                 self.min_box_size,
                 _ids_text(self.degenerate_annotation_ids),
             )
         log.info(
             "%s: %d images (%d without boxes dropped), %d categories, %d crowd annotations ignored",
-            f,
+            self.ann_file,
             len(self._records),
-            num_empty_dropped,
+            self.num_empty_dropped,
             len(self.cat_ids),
             self.num_crowd,
         )

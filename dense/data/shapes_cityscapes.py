@@ -86,56 +86,57 @@ def _write_one(
         Image.fromarray(_COLOR_LUT[lab], "RGB").save(gt_dir / f"{stem}_gtFine_color.png")
 
 
-def _params(
-    num_train: int, num_val: int, size: Sequence[int], seed: int, write_color: bool
-) -> dict[str, Any]:
+# The generator's options and their defaults (the keyword arguments of generate / ensure).
+DEFAULTS: dict[str, Any] = dict(num_train=300, num_val=50, size=(256, 512), seed=0, write_color=True)
+
+
+def _params(options: dict[str, Any]) -> dict[str, Any]:
     """The validated parameters, as the manifest records them."""
-    h, w = int(size[0]), int(size[1])
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise TypeError(f"unknown shapes_cityscapes option(s) {unknown}; valid: {sorted(DEFAULTS)}")
+    p = {**DEFAULTS, **options}
+    h, w = int(p["size"][0]), int(p["size"][1])
     if h < 32 or w < 32:
         raise ValueError(f"size must be at least 32x32, got {h}x{w}")
-    check_split_sizes(num_train, num_val)
+    check_split_sizes(p["num_train"], p["num_val"])
     return {
         "generator": _GENERATOR,
         "version": GENERATOR_VERSION,
-        "num_train": int(num_train),
-        "num_val": int(num_val),
+        "num_train": int(p["num_train"]),
+        "num_val": int(p["num_val"]),
         "size": [h, w],
-        "seed": int(seed),
-        "write_color": bool(write_color),
+        "seed": int(p["seed"]),
+        "write_color": bool(p["write_color"]),
         "train_cities": list(TRAIN_CITIES),
         "val_cities": list(VAL_CITIES),
     }
 
 
 def generate_shapes_cityscapes(
-    root: str | os.PathLike,
-    *,
-    num_train: int = 300,
-    num_val: int = 50,
-    size: Sequence[int] = (256, 512),
-    seed: int = 0,
-    write_color: bool = True,
-    workers: int | None = None,
+    root: str | os.PathLike, *, workers: int | None = None, **options: Any
 ) -> Path:
     """Write the synthetic dataset under ``root`` (created if needed; files are overwritten).
 
-    Args:
-        num_train / num_val: images per split, spread round-robin over the split's cities
-            (train: aachen, bochum, bremen, zurich; val: frankfurt, lindau, munster).
-        size: ``(H, W)`` of every image; 256x512 is Cityscapes' 1024x2048 at 1/4.
-        seed: everything is a function of ``(seed, split, index)``.
-        write_color: also write ``*_gtFine_color.png`` (official palette), for viewing.
-        workers: processes (default: CPU count); the output does not depend on it.
+    Options (`DEFAULTS`):
+        num_train / num_val: images per split (300 / 50), spread round-robin over the split's
+            cities (train: aachen, bochum, bremen, zurich; val: frankfurt, lindau, munster).
+        size: ``(H, W)`` of every image (256x512: Cityscapes' 1024x2048 at 1/4).
+        seed: everything is a function of ``(seed, split, index)`` (0).
+        write_color: also write ``*_gtFine_color.png`` (official palette), for viewing (True).
+    workers: processes (default: CPU count); the output does not depend on it.
 
     Returns:
         ``root``; also writes the manifest ``root/shapes_cityscapes.json``.
     """
-    params = _params(num_train, num_val, size, seed, write_color)
+    params = _params(options)
     root = Path(root)
-    h, w = params["size"]
-    jobs = [("train", i) for i in range(num_train)] + [("val", i) for i in range(num_val)]
+    n_train, n_val, seed = params["num_train"], params["num_val"], params["seed"]
+    jobs = [("train", i) for i in range(n_train)] + [("val", i) for i in range(n_val)]
     # each image is a pure function of (seed, split, i): order and process do not matter
-    write = functools.partial(_write_one, root=root, size=(h, w), seed=seed, write_color=write_color)
+    write = functools.partial(
+        _write_one, root=root, size=tuple(params["size"]), seed=seed, write_color=params["write_color"]
+    )
     run_jobs(write, jobs, workers, _IMAGES_PER_WORKER)
     (root / MANIFEST).write_text(json.dumps(params, indent=2))
     return root
@@ -149,41 +150,18 @@ def _read_manifest(root: Path) -> dict[str, Any] | None:
     return data
 
 
-def ensure_shapes_cityscapes(
-    root: str | os.PathLike,
-    *,
-    num_train: int = 300,
-    num_val: int = 50,
-    size: Sequence[int] = (256, 512),
-    seed: int = 0,
-    write_color: bool = True,
-    workers: int | None = None,
-) -> Path:
+def ensure_shapes_cityscapes(root: str | os.PathLike, *, workers: int | None = None, **options: Any) -> Path:
     """Generate the dataset once and reuse it: a no-op when ``root``'s manifest has these parameters.
 
     Otherwise the data is written to a temporary sibling folder and renamed into place, so an
     interrupted run never leaves a half-written dataset that looks complete, and concurrent
     callers (DDP ranks) end with one complete copy. An existing ``root`` generated with other
     parameters is replaced; a non-empty ``root`` without our manifest raises FileExistsError
-    instead of being deleted (:func:`dense.data.synthetic.ensure_generated`). Arguments as in
+    instead of being deleted (:func:`dense.data.synthetic.ensure_generated`). Options as in
     :func:`generate_shapes_cityscapes`; returns ``Path(root)``.
     """
-    want = _params(num_train, num_val, size, seed, write_color)
-    return ensure_generated(
-        root,
-        want,
-        lambda tmp: generate_shapes_cityscapes(
-            tmp,
-            num_train=num_train,
-            num_val=num_val,
-            size=size,
-            seed=seed,
-            write_color=write_color,
-            workers=workers,
-        ),
-        MANIFEST,
-        _read_manifest,
-    )
+    generate = functools.partial(generate_shapes_cityscapes, workers=workers, **options)
+    return ensure_generated(root, _params(options), generate, MANIFEST, _read_manifest)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

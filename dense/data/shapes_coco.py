@@ -154,67 +154,53 @@ def shapes_coco_paths(root: str | os.PathLike) -> dict[str, Path]:
     }
 
 
-def _params(
-    num_train: int,
-    num_val: int,
-    image_size: int,
-    seed: int,
-    empty_fraction: float,
-    crowd_fraction: float,
-    max_objects: int,
-    jpeg_quality: int,
-) -> dict[str, Any]:
+# The generator's options and their defaults (the keyword arguments of generate / ensure).
+DEFAULTS: dict[str, Any] = dict(
+    num_train=1000,
+    num_val=200,
+    image_size=320,
+    seed=0,
+    empty_fraction=0.05,
+    crowd_fraction=0.08,
+    max_objects=10,
+    jpeg_quality=92,
+)
+
+
+def _params(options: dict[str, Any]) -> dict[str, Any]:
     """The validated parameters, as the manifest records them."""
-    if image_size < 64:
-        raise ValueError(f"image_size must be >= 64, got {image_size}")
-    check_split_sizes(num_train, num_val)
-    return {
-        "generator_version": GENERATOR_VERSION,
-        "num_train": int(num_train),
-        "num_val": int(num_val),
-        "image_size": int(image_size),
-        "seed": int(seed),
-        "empty_fraction": float(empty_fraction),
-        "crowd_fraction": float(crowd_fraction),
-        "max_objects": int(max_objects),
-        "jpeg_quality": int(jpeg_quality),
-    }
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise TypeError(f"unknown shapes_coco option(s) {unknown}; valid: {sorted(DEFAULTS)}")
+    p = {**DEFAULTS, **options}
+    if p["image_size"] < 64:
+        raise ValueError(f"image_size must be >= 64, got {p['image_size']}")
+    check_split_sizes(p["num_train"], p["num_val"])
+    typed = {k: type(DEFAULTS[k])(v) for k, v in p.items()}
+    return {"generator_version": GENERATOR_VERSION, **typed}
 
 
 def generate_shapes_coco(
-    root: str | os.PathLike,
-    *,
-    num_train: int = 1000,
-    num_val: int = 200,
-    image_size: int = 320,
-    seed: int = 0,
-    empty_fraction: float = 0.05,
-    crowd_fraction: float = 0.08,
-    max_objects: int = 10,
-    jpeg_quality: int = 92,
-    workers: int | None = None,
+    root: str | os.PathLike, *, workers: int | None = None, **options: Any
 ) -> dict[str, Path]:
     """Write a shapes data set in COCO layout under ``root`` (created; existing files overwritten).
 
-    Args:
-        root: output directory.
-        num_train / num_val: number of images per split. The defaults (1000 / 200 at 320x320, about
-            4.4 objects per image) train an SSDLite to a useful mAP in minutes on 2 CPU cores.
-        image_size: square image side in px; object sizes scale with it (16..160 px at 320).
-        seed: base seed; image ``i`` of a split is drawn from ``(seed, split, i)``.
-        empty_fraction: fraction of images with no object at all (exact count per split).
-        crowd_fraction: fraction of images holding one crowd region (``iscrowd=1``).
-        max_objects: maximum number of (non-crowd) objects per image.
-        jpeg_quality: JPEG quality of the written images.
-        workers: processes (default: CPU count); the output does not depend on it.
+    Options (`DEFAULTS`):
+        num_train / num_val: number of images per split (1000 / 200). These defaults (at 320x320,
+            about 4.4 objects per image) train an SSDLite to a useful mAP in minutes on 2 CPU cores.
+        image_size: square image side in px (320); object sizes scale with it (16..160 px at 320).
+        seed: base seed (0); image ``i`` of a split is drawn from ``(seed, split, i)``.
+        empty_fraction: fraction of images with no object at all (0.05; exact count per split).
+        crowd_fraction: fraction of images holding one crowd region (0.08; ``iscrowd=1``).
+        max_objects: maximum number of (non-crowd) objects per image (10).
+        jpeg_quality: JPEG quality of the written images (92).
+    workers: processes (default: CPU count); the output does not depend on it.
 
     Returns:
         dict of paths: ``root``, ``train_images``, ``val_images``, ``train_annotations``,
         ``val_annotations``, ``manifest`` (``manifest.json`` records the parameters).
     """
-    params = _params(
-        num_train, num_val, image_size, seed, empty_fraction, crowd_fraction, max_objects, jpeg_quality
-    )
+    params = _params(options)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -234,17 +220,7 @@ def _read_params(root: Path) -> dict[str, Any] | None:
 
 
 def ensure_shapes_coco(
-    root: str | os.PathLike,
-    *,
-    num_train: int = 1000,
-    num_val: int = 200,
-    image_size: int = 320,
-    seed: int = 0,
-    empty_fraction: float = 0.05,
-    crowd_fraction: float = 0.08,
-    max_objects: int = 10,
-    jpeg_quality: int = 92,
-    workers: int | None = None,
+    root: str | os.PathLike, *, workers: int | None = None, **options: Any
 ) -> dict[str, Path]:
     """Return the paths of a shapes data set at ``root``, generating it only when needed.
 
@@ -252,21 +228,13 @@ def ensure_shapes_coco(
     generated into a temporary sibling directory and renamed to ``root`` (atomic on one file
     system), so concurrent callers (DDP ranks, DataLoader workers, parallel tests) never see a
     half-written data set. A previous data set with other parameters is replaced; a non-empty
-    ``root`` without a manifest is never deleted (FileExistsError instead). Arguments as in
+    ``root`` without a manifest is never deleted (FileExistsError instead). Options as in
     :func:`generate_shapes_coco`; ``root`` is made absolute.
     """
-    params = _params(
-        num_train, num_val, image_size, seed, empty_fraction, crowd_fraction, max_objects, jpeg_quality
-    )
+    params = _params(options)
     root = Path(root).absolute()
-    kwargs = {k: v for k, v in params.items() if k != "generator_version"}
-    ensure_generated(
-        root,
-        params,
-        lambda tmp: generate_shapes_coco(tmp, **kwargs, workers=workers),
-        _MANIFEST,
-        _read_params,
-    )
+    generate = functools.partial(generate_shapes_coco, workers=workers, **options)
+    ensure_generated(root, params, generate, _MANIFEST, _read_params)
     return shapes_coco_paths(root)
 
 

@@ -98,16 +98,12 @@ class CityscapesDataModule(TaskDataModule):
         flip: bool | float = True,
         photometric: bool = False,
         eval_scale: float = 1.0,
-        batch_size: int = 8,
-        val_batch_size: int = 2,
-        num_workers: int = 2,
         check_values: bool = True,
         scan_cache: str | os.PathLike | bool | None = None,
         **common: Any,
     ) -> None:
-        super().__init__(
-            root, batch_size=batch_size, val_batch_size=val_batch_size, num_workers=num_workers, **common
-        )
+        common.setdefault("val_batch_size", 2)  # whole full-resolution images
+        super().__init__(root, **common)
         hflip = (0.5 if flip else 0.0) if isinstance(flip, bool) else float(flip)
         if not 0.0 <= hflip <= 1.0:
             raise ValueError(f"flip must be a bool or a probability, got {flip}")

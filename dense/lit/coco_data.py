@@ -63,17 +63,11 @@ class CocoDataModule(TaskDataModule):
         val_ann: str = "annotations/instances_val2017.json",
         image_size: int | Sequence[int] = 320,
         augment: str = "ssdlite",
-        batch_size: int = 16,
-        val_batch_size: int | None = None,
-        num_workers: int = 2,
         keep_empty_train: bool = True,
         min_box_size: float = 1.0,
         **common: Any,
     ) -> None:
-        val_batch_size = batch_size if val_batch_size is None else val_batch_size
-        super().__init__(
-            root, batch_size=batch_size, val_batch_size=val_batch_size, num_workers=num_workers, **common
-        )
+        super().__init__(root, **common)
         if augment not in PRESETS:
             raise ValueError(f"unknown augment preset {augment!r}; valid: {list(PRESETS)}")
         size = (int(image_size),) * 2 if isinstance(image_size, (int, float)) else tuple(map(int, image_size))

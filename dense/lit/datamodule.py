@@ -49,7 +49,8 @@ class TaskDataModule(LightningDataModule):
 
     Args:
         root: data set directory.
-        batch_size: training batch size per device; val_batch_size: per device in validation.
+        batch_size: training batch size per device; val_batch_size: per device in validation
+            (default: batch_size).
         num_workers: DataLoader worker processes (per device).
         synthetic: generate the built-in synthetic data set at `root` in `prepare_data` if needed.
         synthetic_options: keyword arguments of that generator.
@@ -63,14 +64,15 @@ class TaskDataModule(LightningDataModule):
         self,
         root: str | os.PathLike,
         *,
-        batch_size: int,
-        val_batch_size: int,
-        num_workers: int,
+        batch_size: int = 8,
+        val_batch_size: int | None = None,
+        num_workers: int = 2,
         synthetic: bool = False,
         synthetic_options: Mapping[str, Any] | None = None,
         pin_memory: bool | None = None,
     ) -> None:
         super().__init__()
+        val_batch_size = batch_size if val_batch_size is None else val_batch_size
         if int(batch_size) < 1 or int(val_batch_size) < 1:
             raise ValueError(f"batch sizes must be >= 1, got {batch_size} / {val_batch_size}")
         if int(num_workers) < 0:

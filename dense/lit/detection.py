@@ -71,25 +71,15 @@ class DetectionModule(TaskModule):
 
     def __init__(
         self,
-        model,
-        info,
-        optimizer=None,
-        scheduler=None,
-        *,
-        norm_weight_decay: float | None = 0.0,
-        num_log_images: int = 4,
+        *args: Any,
         log_score_threshold: float = 0.3,
         val_loss: bool = False,
         coco_engine: str = "faster_coco_eval",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            model,
-            info,
-            optimizer,
-            scheduler,
-            norm_weight_decay=norm_weight_decay,
-            num_log_images=num_log_images,
-        )
+        kwargs.setdefault("norm_weight_decay", 0.0)  # no weight decay on BatchNorm (SSDLite recipes)
+        super().__init__(*args, **kwargs)
+        info = self.info
         if not info.label_to_cat_id or info.val_ann_file is None:
             raise ValueError("DetectionModule needs a DatasetInfo with label_to_cat_id and val_ann_file")
         self.log_score_threshold = float(log_score_threshold)

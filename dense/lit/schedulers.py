@@ -66,9 +66,14 @@ def _with_warmup(
     total_steps: int,
     steps_per_epoch: int,
     warmup_epochs: float,
-    warmup_factor: float,
+    warmup_factor: float = 0.001,
 ) -> LRScheduler:
-    """torch's LinearLR from `warmup_factor` to 1 over the warmup steps, then `main(steps_left)`."""
+    """torch's LinearLR from `warmup_factor` to 1 over the warmup steps, then `main(steps_left)`.
+
+    total_steps / steps_per_epoch: optimizer steps of the whole run and of one epoch (the Lightning
+    module passes them); warmup_epochs: warmup length in epochs (fractions allowed, 0 = none);
+    warmup_factor: the factor at step 0 of the warmup.
+    """
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps} (no training batches?)")
     warmup = _warmup_steps(warmup_epochs, max(steps_per_epoch, 1), total_steps)
@@ -80,66 +85,39 @@ def _with_warmup(
 
 
 def warmup_cosine(
-    optimizer: Optimizer,
-    *,
-    total_steps: int,
-    steps_per_epoch: int,
-    warmup_epochs: float = 1.0,
-    warmup_factor: float = 0.001,
-    min_lr_ratio: float = 0.0,
+    optimizer: Optimizer, *, warmup_epochs: float = 1.0, min_lr_ratio: float = 0.0, **steps: Any
 ) -> LRScheduler:
-    """Linear warmup, then cosine annealing to ``min_lr_ratio * lr`` at ``total_steps``.
+    """Linear warmup, then cosine annealing to ``min_lr_ratio * lr`` at the last step.
 
-    Args:
-        optimizer: the optimizer whose base learning rates are scaled.
-        total_steps: optimizer steps of the whole run.
-        steps_per_epoch: optimizer steps per epoch (turns ``warmup_epochs`` into steps).
-        warmup_epochs: warmup length in epochs (fractions allowed; 0 = no warmup).
-        warmup_factor: factor at step 0 of the warmup.
-        min_lr_ratio: final learning rate as a fraction of the base rate.
+    steps: ``total_steps``, ``steps_per_epoch`` and optionally ``warmup_factor`` (see
+    :func:`_with_warmup`); min_lr_ratio: the final learning rate as a fraction of the base rate.
     """
     if min_lr_ratio == 0.0:
 
-        def main(steps: int) -> LRScheduler:
-            return CosineAnnealingLR(optimizer, T_max=steps)
+        def main(n: int) -> LRScheduler:
+            return CosineAnnealingLR(optimizer, T_max=n)
 
     else:
         # CosineAnnealingLR's floor is one absolute eta_min for every parameter group; a ratio of
         # each group's own rate needs the closed form.
-        def main(steps: int) -> LRScheduler:
+        def main(n: int) -> LRScheduler:
             def factor(step: int) -> float:
-                progress = min(step / steps, 1.0)
+                progress = min(step / n, 1.0)
                 return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
             return LambdaLR(optimizer, factor)
 
-    return _with_warmup(
-        optimizer,
-        main,
-        total_steps=total_steps,
-        steps_per_epoch=steps_per_epoch,
-        warmup_epochs=warmup_epochs,
-        warmup_factor=warmup_factor,
-    )
+    return _with_warmup(optimizer, main, warmup_epochs=warmup_epochs, **steps)
 
 
 def warmup_poly(
-    optimizer: Optimizer,
-    *,
-    total_steps: int,
-    steps_per_epoch: int,
-    power: float = 0.9,
-    warmup_epochs: float = 0.0,
-    warmup_factor: float = 0.001,
+    optimizer: Optimizer, *, power: float = 0.9, warmup_epochs: float = 0.0, **steps: Any
 ) -> LRScheduler:
     """Optional linear warmup, then ``lr * (1 - progress) ** power`` (DeepLab's "poly" schedule,
-    torch's PolynomialLR). Arguments as in :func:`warmup_cosine`; ``power`` 0.9 is the segmentation
-    papers' value."""
-    return _with_warmup(
-        optimizer,
-        lambda steps: PolynomialLR(optimizer, total_iters=steps, power=power),
-        total_steps=total_steps,
-        steps_per_epoch=steps_per_epoch,
-        warmup_epochs=warmup_epochs,
-        warmup_factor=warmup_factor,
-    )
+    torch's PolynomialLR); ``power`` 0.9 is the segmentation papers' value. steps: as
+    :func:`warmup_cosine`."""
+
+    def main(n: int) -> LRScheduler:
+        return PolynomialLR(optimizer, total_iters=n, power=power)
+
+    return _with_warmup(optimizer, main, warmup_epochs=warmup_epochs, **steps)

@@ -58,24 +58,12 @@ class SegmentationModule(TaskModule):
 
     def __init__(
         self,
-        model,
-        info,
-        optimizer=None,
-        scheduler=None,
-        *,
-        norm_weight_decay: float | None = None,
-        num_log_images: int = 4,
+        *args: Any,
         log_image_height: int = 256,
         pred_dir: str | os.PathLike | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            model,
-            info,
-            optimizer,
-            scheduler,
-            norm_weight_decay=norm_weight_decay,
-            num_log_images=num_log_images,
-        )
+        super().__init__(*args, **kwargs)
         self.log_image_height = int(log_image_height)
         self.pred_dir = Path(pred_dir) if pred_dir is not None else None
         # No argument validation per batch: the dataset already rejected bad label values.
