@@ -168,15 +168,20 @@ def test_checkpoint_weights_match(trained):
 
 @pytest.mark.slow
 def test_ddp_validation_matches_single_process(trained, tmp_path):
-    """2 CPU processes (gloo): results gathered from both ranks, the sampler's padded duplicate
-    removed, scored once; the numbers equal a single-process evaluation. 5 val images, so the
-    DistributedSampler pads one; batch 1 keeps the numerics identical."""
+    """trainer=ddp_cpu (2 processes, gloo): results gathered from both ranks, the sampler's padded
+    duplicate removed, scored once; the numbers equal a single-process evaluation. 5 val images, so
+    the DistributedSampler pads one; batch 1 keeps the numerics identical. Rank 0 alone writes the
+    outputs (rank 1 only its log)."""
     _, _, metrics = trained
     one, two = eval_one_and_two_processes(metrics["checkpoint"], tmp_path, DATA_OVERRIDES)
     assert one["num_images"] == two["num_images"] == 5
     assert one["num_detections"] == two["num_detections"]
-    for key in VAL_KEYS:
+    for key in (*VAL_KEYS, "val/mar_100", "per_category_AP"):
         assert one[key] == two[key], key
+    dets = [json.loads((tmp_path / d / "detections.json").read_text()) for d in ("one", "two")]
+    assert sorted(dets[0], key=json.dumps) == sorted(dets[1], key=json.dumps)
+    outputs = [sorted(p.name for p in (tmp_path / d).iterdir()) for d in ("one", "two")]
+    assert outputs[1] == sorted([*outputs[0], "train_ddp_process_1.log"]), outputs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,7 +224,11 @@ def test_validate_config_rejects_mismatches(tmp_path):
     assert cfg.task.name == "detect" and cfg.head.name == "ssdlite" and cfg.data.task == "detect"
     # short-run defaults on the built-in data; real COCO keeps the paper recipe's augmentation
     assert cfg.backbone.reduced_tail is True and cfg.data.augment == "flip" and cfg.trainer.max_epochs == 4
-    assert cfg.data.batch_size == 4 and cfg.trainer.check_val_every_n_epoch == 2
+    assert (
+        cfg.data.global_batch_size == 4
+        and cfg.data.batch_size is None
+        and cfg.trainer.check_val_every_n_epoch == 2
+    )
     assert _compose(["data=coco"]).data.augment == "ssdlite"
 
     # one home for the input geometry: the head group (the data pipeline follows it)
@@ -255,7 +264,11 @@ def test_recipes_belong_to_the_data_sets():
     assert coco.recipe.name == "ssdlite_coco" and coco.recipe.global_batch == 192
     assert coco.optim._target_ == "torch.optim.SGD" and coco.optim.lr == 0.15
     assert coco.optim.weight_decay == 4e-5 and coco.sched._target_.endswith("warmup_cosine")
-    assert coco.trainer.max_epochs == 660 and coco.data.augment == "ssdlite" and coco.data.batch_size == 24
+    assert (
+        coco.trainer.max_epochs == 660
+        and coco.data.augment == "ssdlite"
+        and coco.data.global_batch_size == 192
+    )
     assert coco.head.anchor_scales == [0.2, 0.95] and coco.backbone.reduced_tail is True
     mine = _compose(["head.anchor_scales=[0.1,0.9]", "optim=sgd", "trainer.max_epochs=2"])
     assert mine.head.anchor_scales == [0.1, 0.9] and mine.task.model.anchor_scales == [0.1, 0.9]
@@ -267,7 +280,7 @@ def test_experiment_and_search_configs_compose():
 
     cfg = _compose(["experiment=ssdlite_coco"])
     validate_config(cfg, conf_dir=CONF)
-    assert cfg.optim.lr == 0.15 and cfg.data.batch_size == 24 and cfg.trainer.devices == 8
+    assert cfg.optim.lr == 0.15 and cfg.data.global_batch_size == 192 and cfg.trainer.devices == 8
     assert cfg.backbone.reduced_tail is True and cfg.trainer.strategy == "ddp"
     assert cfg.data.augment == "ssdlite" and cfg.trainer.max_epochs == 660
     for overrides in (["trainer=gpu", "optim=adamw", "sched=poly"], ["data=coco"]):

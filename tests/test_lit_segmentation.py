@@ -194,7 +194,7 @@ def test_segment_task_defaults_compose():
     assert cfg.optim._target_ == "torch.optim.AdamW" and cfg.sched._target_.endswith("warmup_poly")
     # the 10-minute budget of make train-segment (README, "Training results")
     assert cfg.trainer.max_epochs == 13 and cfg.trainer.check_val_every_n_epoch == 4
-    assert cfg.data.num_workers == 0 and cfg.data.batch_size == 4 and list(cfg.data.crop) == [256, 256]
+    assert cfg.data.num_workers == 0 and cfg.data.global_batch_size == 4 and list(cfg.data.crop) == [256, 256]
     # the command line still picks any optimizer / schedule
     cfg = _compose(["task=segment", "optim=sgd", "sched=cosine", "head=raspp"])
     assert cfg.optim._target_ == "torch.optim.SGD" and cfg.sched._target_.endswith("warmup_cosine")
@@ -444,15 +444,21 @@ def test_collate_rejects_mixed_sizes():
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_ddp_validation_matches_single_process(trained, tmp_path):
-    """2 CPU processes (gloo): each val image goes to exactly one rank (no padded duplicates in the
-    confusion matrix), the matrices are summed; the numbers equal a single-process evaluation.
-    5 val images: a padding sampler would repeat one."""
+    """trainer=ddp_cpu (2 processes, gloo): each val image goes to exactly one rank (no padded
+    duplicates in the confusion matrix), the matrices are summed; the numbers equal a
+    single-process evaluation. 5 val images: a padding sampler would repeat one. Each rank writes
+    the label PNGs of its own images: the same 5 files, byte for byte."""
     _, _, metrics = trained
-    overrides = ["task=segment", *DATA_OVERRIDES, "save_predictions=false"]
+    overrides = ["task=segment", *DATA_OVERRIDES]
     one, two = eval_one_and_two_processes(metrics["checkpoint"], tmp_path, overrides)
     assert one["num_images"] == two["num_images"] == 5
     for key in _val_keys():
         assert one[key] == two[key], key
+    pngs = [sorted((tmp_path / d / "predictions").rglob("*.png")) for d in ("one", "two")]
+    assert len(pngs[0]) == 5 and [p.name for p in pngs[0]] == [p.name for p in pngs[1]]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(*pngs))
+    outputs = [sorted(p.name for p in (tmp_path / d).iterdir()) for d in ("one", "two")]
+    assert outputs[1] == sorted([*outputs[0], "train_ddp_process_1.log"]), outputs
 
 
 @pytest.mark.slow

@@ -67,8 +67,9 @@ class CityscapesDataModule(TaskDataModule):
         photometric: colour jitter in training.
         eval_scale: validation image scale (< 1 evaluates faster; the masks stay at full
             resolution and the module upsamples the logits to them).
-        batch_size / val_batch_size (full-resolution images per batch; they must share one size) /
-            num_workers / pin_memory: as `TaskDataModule`.
+        global_batch_size / batch_size (per process; wins) / val_batch_size (full-resolution
+            images per batch; they must share one size) / num_workers / pin_memory: as
+            `TaskDataModule`.
         synthetic / synthetic_options: generate the shapes-cityscapes set at `root` with
             `dense.data.shapes_cityscapes.ensure_shapes_cityscapes(**synthetic_options)` if needed.
         check_values: let the data set decode every label once and reject values outside the

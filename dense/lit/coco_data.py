@@ -34,8 +34,8 @@ class CocoDataModule(TaskDataModule):
             the detector maps its boxes back to each original image (`predict(orig_sizes=...)`).
         augment: training augmentation preset, "ssdlite" (IoU crop + flip), "ssd" (plus photometric
             distortion and zoom out) or "flip" (flip only, for short runs).
-        batch_size / val_batch_size (default: batch_size) / num_workers / pin_memory: as
-            `TaskDataModule`.
+        global_batch_size / batch_size (per process; wins) / val_batch_size / num_workers /
+            pin_memory: as `TaskDataModule`.
         keep_empty_train: keep training images without any box (pure background samples).
         min_box_size: boxes whose width or height is <= this (px) are dropped.
         synthetic / synthetic_options: generate the shapes data set at `root` with

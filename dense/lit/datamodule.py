@@ -1,24 +1,27 @@
 """`TaskDataModule`: what the COCO and Cityscapes datamodules share (thin glue over `dense.data`).
 
-Prepare (generate a built-in synthetic data set once), set up once per stage, loaders with seeded
-augmentation per worker and pinned memory on CUDA, and the data set's metadata (`info()`). A
-subclass says how to generate its synthetic set, how to build its data sets and its metadata.
+Prepare (generate a built-in synthetic data set once), set up once per stage, the per-process
+batch derived from the global one, loaders with seeded augmentation per worker (and per rank) and
+pinned memory on CUDA, and the data set's metadata (`info()`). A subclass says how to generate its
+synthetic set, how to build its data sets and its metadata.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from dense.data.info import DatasetInfo
 
-__all__ = ["TaskDataModule", "seed_transform", "worker_init"]
+__all__ = ["TaskDataModule", "per_process_batch", "seed_transform", "worker_init"]
 
 
 def seed_transform(dataset: Any, seed: int) -> None:
@@ -28,7 +31,22 @@ def seed_transform(dataset: Any, seed: int) -> None:
         transform.set_random_seed(int(seed) % 2**32)
 
 
-def worker_init(worker_id: int) -> None:
+def per_process_batch(global_batch: int, devices: int, num_nodes: int = 1, accumulate: int = 1) -> int:
+    """The batch of one process for a global batch spread over devices x nodes processes and
+    `accumulate` gradient-accumulation steps; an error naming the numbers if it does not divide."""
+    share = int(devices) * int(num_nodes) * int(accumulate)
+    if int(global_batch) < 1 or share < 1 or int(global_batch) % share:
+        raise ValueError(
+            f"global batch {global_batch} (data.global_batch_size, from recipe.global_batch) does not divide "
+            f"over trainer.devices={devices} x trainer.num_nodes={num_nodes} x "
+            f"trainer.accumulate_grad_batches={accumulate} = {share}: choose a global batch that is a "
+            "multiple of it (and scale optim.lr linearly with it), or set the per-process batch "
+            "directly with data.batch_size=N"
+        )
+    return int(global_batch) // share
+
+
+def worker_init(worker_id: int, rank: int = 0) -> None:
     """Every DataLoader worker gets its own augmentation stream and one OpenCV thread.
 
     Forked workers would all inherit the same RNG state and draw identical crops / flips;
@@ -41,7 +59,8 @@ def worker_init(worker_id: int) -> None:
     cv2.setNumThreads(1)
     info = get_worker_info()
     if info is not None:
-        seed_transform(info.dataset, info.seed)
+        # Every rank draws the same base seed: offset it, or the ranks' crops / flips would coincide.
+        seed_transform(info.dataset, info.seed + rank * info.num_workers)
 
 
 class TaskDataModule(LightningDataModule):
@@ -49,8 +68,13 @@ class TaskDataModule(LightningDataModule):
 
     Args:
         root: data set directory.
-        batch_size: training batch size per device; val_batch_size: per device in validation
-            (default: batch_size).
+        global_batch_size: training batch summed over all processes (the recipe's
+            `recipe.global_batch`, which its learning rate is written for). The batch of each
+            process is derived from it in `setup`: global / (devices x nodes x gradient
+            accumulation), an error if that does not divide.
+        batch_size: training batch per process, set directly; it wins over `global_batch_size`
+            (the global batch is then batch_size x processes). Neither given: 8 per process.
+        val_batch_size: per process in validation (default: the training batch per process).
         num_workers: DataLoader worker processes (per device).
         synthetic: generate the built-in synthetic data set at `root` in `prepare_data` if needed.
         synthetic_options: keyword arguments of that generator.
@@ -64,7 +88,8 @@ class TaskDataModule(LightningDataModule):
         self,
         root: str | os.PathLike,
         *,
-        batch_size: int = 8,
+        global_batch_size: int | None = None,
+        batch_size: int | None = None,
         val_batch_size: int | None = None,
         num_workers: int = 2,
         synthetic: bool = False,
@@ -72,14 +97,24 @@ class TaskDataModule(LightningDataModule):
         pin_memory: bool | None = None,
     ) -> None:
         super().__init__()
-        val_batch_size = batch_size if val_batch_size is None else val_batch_size
-        if int(batch_size) < 1 or int(val_batch_size) < 1:
-            raise ValueError(f"batch sizes must be >= 1, got {batch_size} / {val_batch_size}")
+        if global_batch_size is None and batch_size is None:
+            batch_size = 8
+        for name, value in (
+            ("global_batch_size", global_batch_size),
+            ("batch_size", batch_size),
+            ("val_batch_size", val_batch_size),
+        ):
+            if value is not None and int(value) < 1:
+                raise ValueError(f"batch sizes must be >= 1, got {name}={value}")
         if int(num_workers) < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.root = Path(root).expanduser()
-        self.batch_size = int(batch_size)
-        self.val_batch_size = int(val_batch_size)
+        self.global_batch_size = None if global_batch_size is None else int(global_batch_size)
+        self.fixed_batch_size = None if batch_size is None else int(batch_size)
+        self.fixed_val_batch_size = None if val_batch_size is None else int(val_batch_size)
+        # The per-process batches; derived again in `setup`, once the trainer's process count is known.
+        self.batch_size = self.fixed_batch_size or self.global_batch_size
+        self.val_batch_size = self.fixed_val_batch_size or self.batch_size
         self.num_workers = int(num_workers)
         self.synthetic = bool(synthetic)
         self.synthetic_options = dict(synthetic_options or {})
@@ -113,11 +148,35 @@ class TaskDataModule(LightningDataModule):
         if not self.root.is_dir():
             hint = "" if self.synthetic else f"; data={self.synthetic_name} (synthetic=true) generates one"
             raise FileNotFoundError(f"data root not found: {self.root}{hint}. {self.layout}")
+        if stage in (None, "fit") or self.fixed_val_batch_size is None:
+            self.batch_size = self._derive_batch(stage)
+            self.val_batch_size = self.fixed_val_batch_size or self.batch_size
         had_train = self.train_dataset is not None
         self.build_datasets(stage)
         if self.train_dataset is not None and not had_train:
-            # With num_workers=0 the main process augments: seed it from torch so runs repeat.
-            seed_transform(self.train_dataset, torch.initial_seed())
+            # With num_workers=0 the main process augments: seed it from torch (and the rank) so runs
+            # repeat and the ranks differ.
+            seed_transform(self.train_dataset, torch.initial_seed() + self._rank())
+
+    def _derive_batch(self, stage: str | None) -> int:
+        """The training batch of this process: `batch_size` if set, else the global batch over the
+        trainer's processes (one process without a trainer)."""
+        if self.fixed_batch_size is not None:
+            return self.fixed_batch_size
+        t = self.trainer
+        devices, nodes, accumulate = (
+            (t.num_devices, t.num_nodes, t.accumulate_grad_batches) if t else (1, 1, 1)
+        )
+        batch = per_process_batch(self.global_batch_size, devices, nodes, accumulate)
+        if stage in (None, "fit"):
+            rank_zero_info(
+                f"batch per process {batch} = global batch {self.global_batch_size} / ({devices} devices x "
+                f"{nodes} nodes x {accumulate} accumulation steps)"
+            )
+        return batch
+
+    def _rank(self) -> int:
+        return int(self.trainer.global_rank) if self.trainer is not None else 0
 
     def _ready(self) -> None:
         if self.val_dataset is None:
@@ -140,7 +199,7 @@ class TaskDataModule(LightningDataModule):
             collate_fn=self.collate_fn,
             pin_memory=self.pin_memory,
             persistent_workers=workers > 0,  # worker start-up costs seconds per epoch on small CPUs
-            worker_init_fn=worker_init if workers > 0 else None,
+            worker_init_fn=partial(worker_init, rank=self._rank()) if workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:
