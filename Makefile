@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
-.PHONY: venv test test-fast train train-segment bench lint clean
+.PHONY: venv test test-fast train train-segment sweep bench lint clean
 
 venv: $(STAMP)
 
@@ -38,6 +38,11 @@ train: venv
 
 train-segment: venv
 	$(BIN)/python tools/train.py task=segment backbone=v3_large
+
+# The four MobileNetV3 LR-ASPP variants, short schedule (~8 minutes on 2 cores): summary.md, pareto.png
+# in multirun/<date>/<time>/ (docs/sweeps.md).
+sweep: venv
+	$(BIN)/python tools/train.py -m sweep=mnv3_lraspp
 
 bench: venv
 	$(BIN)/python tools/benchmark.py --paper --speed --detect --segment --out bench.json

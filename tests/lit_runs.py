@@ -72,3 +72,20 @@ def eval_one_and_two_processes(checkpoint: str, tmp_path: Path, overrides: list[
     check(run_tool([*common, f"hydra.run.dir={tmp_path / 'one'}"]))
     check(run_tool([*common, "trainer=ddp_cpu", f"hydra.run.dir={tmp_path / 'two'}"]))
     return tuple(json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+
+
+def tiny_segmentation(num_train: int = 8) -> list[str]:
+    """Overrides of a tiny, fast segmentation run on generated shapes_cityscapes data."""
+    return [
+        "task=segment",
+        "backbone=v3_small",
+        "backbone.width_mult=0.35",
+        f"data.synthetic_options.num_train={num_train}",
+        "data.synthetic_options.num_val=4",
+        "data.synthetic_options.size=[64,128]",
+        "data.crop=[64,64]",
+        "data.batch_size=4",
+        "data.val_batch_size=2",
+        "data.num_workers=0",
+        "trainer.enable_progress_bar=false",
+    ]

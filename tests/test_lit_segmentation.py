@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lit_runs import ROOT, eval_one_and_two_processes, shared_training_run
+from lit_runs import ROOT, eval_one_and_two_processes, shared_training_run, tiny_segmentation
 from lit_runs import check as _check
 from lit_runs import run_tool as _run
 from PIL import Image
@@ -23,17 +23,7 @@ from PIL import Image
 CONF = ROOT / "conf"
 
 # Shared overrides: a tiny, fast configuration of the default segmentation training.
-DATA_OVERRIDES = [
-    "data=shapes_cityscapes",
-    "data.synthetic_options.num_train=8",
-    "data.synthetic_options.num_val=4",
-    "data.synthetic_options.size=[64,128]",
-    "data.crop=[64,64]",
-    "data.batch_size=4",
-    "data.val_batch_size=2",
-    "data.num_workers=0",
-    "trainer.enable_progress_bar=false",
-]
+DATA_OVERRIDES = ["data=shapes_cityscapes", *tiny_segmentation()[3:]]
 TRAIN_OVERRIDES = [
     "task=segment",
     "backbone=v3_small",

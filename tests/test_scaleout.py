@@ -329,11 +329,6 @@ def test_ddp_train_sampler_is_seeded_and_reshuffled_each_epoch(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="Lightning starts rank 1 as sys.argv: in a multirun the whole sweep again, in a sweep "
-    "folder of its own; needs tools/train.py to hand rank 1 this job alone",
-)
 def test_ddp_cpu_multirun_has_one_sweep_folder(tmp_path):
     sweeps = tmp_path / "sweeps"
     proc = run_tool(

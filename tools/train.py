@@ -5,20 +5,23 @@
     python tools/train.py task=detect data=coco data.root=/coco trainer=ddp  # torchvision's COCO recipe
     python tools/train.py task=segment data=cityscapes data.root=/cs trainer=ddp  # the V3 paper's recipe
     python tools/train.py -m hparams_search=optuna                 # Optuna sweep over lr / wd
-    python tools/train.py ckpt=outputs/.../checkpoints/last.ckpt   # resume
+    python tools/train.py -m sweep=mnv3_lraspp                     # `make sweep` (docs/sweeps.md)
+    python tools/train.py <same overrides> ckpt=<run>/checkpoints/last.ckpt   # resume a killed run
 
 Writes to the run directory (``output_dir``): ``checkpoints/`` (best by ``task.monitor`` and
 ``last.ckpt``), TensorBoard (``tb/``) and CSV (``csv/``) logs, and ``metrics.json``: the final
 validation metrics under their logged names as fractions (detect: ``val/map``, ``val/map_50``, ...
-plus ``per_category_AP``; segment: ``val/miou``, ``val/iou/<class>``, ``val/loss``) and the
-checkpoint paths. Returns ``optimized_metric`` (the Optuna objective).
+plus ``per_category_AP``; segment: ``val/miou``, ``val/iou/<class>``, ``val/loss``), the
+checkpoint paths, ``"status": "ok"``, params, MAdds and CPU latency at the task's input size and
+the train time (``"status": "failed"`` and the error instead when the job fails: see
+``dense.sweep.job``). Returns ``optimized_metric`` (the Optuna objective).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,11 @@ except ImportError:  # running from a checkout without `pip install -e .`
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dense.lit.config import ConfigError, datamodule_kwargs, json_safe, tidy_logging, validate_config
+from dense.lit.config import ConfigError, datamodule_kwargs, tidy_logging, validate_config
+from dense.sweep import dirname  # noqa: F401  (the dense_subdir resolver of hydra.sweep.subdir)
+from dense.sweep.cost import input_size, model_cost
+from dense.sweep.ddp import children_run_this_job, job_process_group
+from dense.sweep.job import describe, run_job, write_status
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 log = logging.getLogger("dense.train")
@@ -47,8 +54,10 @@ def train(cfg: DictConfig) -> float | None:
     """Build everything from the (validated) config, fit, write metrics.json; returns the objective."""
     import lightning.pytorch as pl
     from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from dense.lit.callbacks import DivergenceCheck, RngState, checkpoint_callbacks
 
     tidy_logging()
     pl.seed_everything(cfg.seed, workers=True)
@@ -64,24 +73,22 @@ def train(cfg: DictConfig) -> float | None:
     )
 
     monitor, mode = cfg.task.monitor, cfg.task.monitor_mode
-    checkpoint = ModelCheckpoint(
-        dirpath=out / "checkpoints",
-        filename="best-epoch{epoch:03d}",
-        monitor=monitor,
-        mode=mode,
-        save_top_k=1,
-        save_last=True,
-        auto_insert_metric_name=False,
-    )
-    callbacks: list[Any] = [checkpoint, LearningRateMonitor(logging_interval="step")]
+    checkpoints = checkpoint_callbacks(out / "checkpoints", monitor, mode, **cfg.checkpoint)
+    checkpoint = checkpoints[0]  # the best by the monitor
+    callbacks: list[Any] = [*checkpoints, LearningRateMonitor(logging_interval="step")]
+    callbacks += [DivergenceCheck(), RngState()]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar())
     loggers = [TensorBoardLogger(out, name="tb", version=""), CSVLogger(out, name="csv", version="")]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(out))
+    children_run_this_job()  # DDP ranks 1.. of a multirun job run that job only
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt)
+    started = time.perf_counter()
+    # weights_only whatever torch's default: our checkpoints hold plain types only.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt, weights_only=True)
+    train_time = time.perf_counter() - started
 
     last = out / "checkpoints" / "last.ckpt"
     if module.last_val_global_step != trainer.global_step:
@@ -94,6 +101,7 @@ def train(cfg: DictConfig) -> float | None:
 
     best_score = checkpoint.best_model_score
     metrics = {
+        "status": "ok",
         **module.last_metrics,
         **_task_extras(module),
         "checkpoint": str(last.resolve()) if last.is_file() else None,
@@ -104,24 +112,29 @@ def train(cfg: DictConfig) -> float | None:
         "epoch": int(trainer.current_epoch),
         "global_step": int(trainer.global_step),
         "interrupted": bool(trainer.interrupted),
-        "task": cfg.task.name,
-        "backbone": cfg.backbone.name,
-        "output_dir": str(out.resolve()),
+        "train_time_s": train_time,
+        **model_cost(module.model, cfg.task.name, input_size(cfg), cfg.cost.latency_runs),
+        **describe(cfg),
     }
-    path = out / "metrics.json"
-    path.write_text(json.dumps(json_safe(metrics), indent=2) + "\n")
+    path = write_status(out, metrics)
     log.info("metrics written to %s (%s = %s)", path, cfg.optimized_metric, metrics.get(cfg.optimized_metric))
     return module.last_metrics.get(cfg.optimized_metric)
+
+
+def validate_and_train(cfg: DictConfig) -> float | None:
+    validate_config(cfg, conf_dir=CONF_DIR, stage="train")  # before any data or model work
+    with job_process_group():
+        return train(cfg)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
-        validate_config(cfg, conf_dir=CONF_DIR, stage="train")  # before any data or model work
-    except ConfigError as e:
+        # A multirun records a failed job (metrics.json) and goes on; see dense.sweep.job.
+        return run_job(cfg, validate_and_train)
+    except ConfigError as e:  # single runs only: a multirun records it
         print(f"train.py: config error: {e}", file=sys.stderr)
         sys.exit(2)
-    return train(cfg)
 
 
 if __name__ == "__main__":
