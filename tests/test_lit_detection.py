@@ -418,3 +418,25 @@ def test_checkpoint_entry_round_trip(tiny_module, tmp_path):
         load_detector_from_checkpoint(tmp_path / "foreign.ckpt")
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         load_detector_from_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_checkpoint_of_the_previous_format_still_loads(tiny_module, tmp_path):
+    """Checkpoints written before DatasetInfo and `cls_loss`: `loss` and the separate label map."""
+    from dense.lit.checkpoint import load_detector_from_checkpoint
+
+    ckpt = {"state_dict": tiny_module.state_dict(), "epoch": 1, "global_step": 2}
+    tiny_module.on_save_checkpoint(ckpt)
+    meta = ckpt["dense_model"]
+    meta["config"]["loss"] = meta["config"].pop("cls_loss")
+    info = meta.pop("info")
+    meta.update(label_to_cat_id=info["label_to_cat_id"], class_names=info["class_names"])
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    model, extras = load_detector_from_checkpoint(tmp_path / "old.ckpt")
+    assert model.config.cls_loss == "softmax"
+    old = extras["info"]  # the old format kept no val annotation file
+    assert (old.num_classes, old.class_names) == (tiny_module.info.num_classes, tiny_module.info.class_names)
+    assert old.label_to_cat_id == tiny_module.info.label_to_cat_id == {1: 10, 2: 20, 3: 30}
+    meta["config"]["unknown_option"] = 1
+    torch.save(ckpt, tmp_path / "odd.ckpt")
+    with pytest.raises(ValueError, match="does not fit this version"):
+        load_detector_from_checkpoint(tmp_path / "odd.ckpt")

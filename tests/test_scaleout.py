@@ -329,15 +329,25 @@ def test_ddp_train_sampler_is_seeded_and_reshuffled_each_epoch(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_cpu_multirun_has_one_sweep_folder(tmp_path):
+@pytest.mark.parametrize("how", ["command line", "sweep config"])
+def test_ddp_cpu_multirun_has_one_sweep_folder(tmp_path, how):
+    """Rank 1 of each job runs that job alone, also when a config group (sweep=, hparams_search=)
+    sets hydra.mode=MULTIRUN."""
     sweeps = tmp_path / "sweeps"
+    if how == "command line":
+        sweep = ["-m", "seed=0,1"]
+    else:
+        (tmp_path / "conf" / "sweep").mkdir(parents=True)
+        (tmp_path / "conf" / "sweep" / "seeds.yaml").write_text(
+            "# @package _global_\nhydra:\n  mode: MULTIRUN\n  sweeper:\n    params:\n      seed: 0,1\n"
+        )
+        sweep = [f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "sweep=seeds"]
     proc = run_tool(
         [
             "tools/train.py",
-            "-m",
+            *sweep,
             *[a for a in DDP_TRAIN[1:] if not a.startswith("trainer.max_epochs")],
             "trainer.max_epochs=1",
-            "seed=0,1",
             f"data.root={tmp_path / 'shapes'}",
             f"hydra.sweep.dir={sweeps}/" + "${now:%H-%M-%S}",
         ]
@@ -350,3 +360,16 @@ def test_ddp_cpu_multirun_has_one_sweep_folder(tmp_path):
         metrics = json.loads((job / "metrics.json").read_text())
         assert metrics["global_step"] == 2  # both jobs on 2 processes
         assert (job / "train_ddp_process_1.log").is_file()
+
+
+def test_an_indivisible_global_batch_is_a_config_error_before_any_work():
+    from hydra import compose, initialize_config_dir
+
+    from dense.lit.config import ConfigError, validate_config
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["trainer=ddp_cpu", "data.global_batch_size=5"])
+        ok = compose(config_name="train", overrides=["trainer=ddp_cpu", "data.batch_size=5"])
+    with pytest.raises(ConfigError, match=r"global batch 5 .* = 2"):
+        validate_config(cfg, conf_dir=ROOT / "conf")
+    validate_config(ok, conf_dir=ROOT / "conf")  # an explicit per-process batch needs no division

@@ -92,9 +92,11 @@ def load_model_from_checkpoint(
         )
     if task is not None and meta["task"] != task:
         raise ValueError(f"{path}: holds a {meta['task']!r} model, expected {task!r}")
-    config = dict(meta["config"])
-    config.pop("task", None)  # build_model takes the task positionally
-    model = build_model(meta["task"], **config)
+    config = _upgrade_config(meta["task"], dict(meta["config"]))
+    try:
+        model = build_model(meta["task"], **config)
+    except TypeError as e:  # an option this version does not know
+        raise ValueError(f"{path}: the model config does not fit this version of dense: {e}") from e
 
     prefix = meta.get("state_dict_prefix", "model.")
     state = ckpt.get("state_dict")
@@ -109,12 +111,33 @@ def load_model_from_checkpoint(
     extras = {k: v for k, v in meta.items() if k not in ("config", "state_dict_prefix", "info")}
     extras.update(
         config=config,
-        info=DatasetInfo.from_dict(meta["info"]) if isinstance(meta.get("info"), dict) else None,
+        info=_info(meta),
         epoch=ckpt.get("epoch"),
         global_step=ckpt.get("global_step"),
         path=str(path),
     )
     return model, extras
+
+
+def _upgrade_config(task: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Configs of checkpoints written by dense 0.1 before the detection option `loss` became
+    `cls_loss` (it sat beside the `loss()` method)."""
+    config.pop("task", None)  # build_model takes the task positionally
+    if task == "detect" and "loss" in config:
+        config["cls_loss"] = config.pop("loss")
+    return config
+
+
+def _info(meta: dict[str, Any]) -> DatasetInfo | None:
+    """The training data's DatasetInfo; older checkpoints kept the class names and the label map
+    as separate entries."""
+    if isinstance(meta.get("info"), dict):
+        return DatasetInfo.from_dict(meta["info"])
+    names = meta.get("class_names")
+    if not names:
+        return None
+    label_map = {int(k): int(v) for k, v in (meta.get("label_to_cat_id") or {}).items()}
+    return DatasetInfo(num_classes=len(names), class_names=names, label_to_cat_id=label_map)
 
 
 def load_detector_from_checkpoint(

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 __all__ = [
     "ConfigError",
+    "per_process_batch",
     "datamodule_kwargs",
     "group_options",
     "json_safe",
@@ -33,6 +34,21 @@ _DATA_META_KEYS = ("task",)
 
 class ConfigError(ValueError):
     """The composed configuration is inconsistent (the message says which keys and how to fix)."""
+
+
+def per_process_batch(global_batch: int, devices: int, num_nodes: int = 1, accumulate: int = 1) -> int:
+    """The batch of one process for a global batch spread over devices x nodes processes and
+    `accumulate` gradient-accumulation steps; an error naming the numbers if it does not divide."""
+    share = int(devices) * int(num_nodes) * int(accumulate)
+    if int(global_batch) < 1 or share < 1 or int(global_batch) % share:
+        raise ValueError(
+            f"global batch {global_batch} (data.global_batch_size, from recipe.global_batch) does not divide "
+            f"over trainer.devices={devices} x trainer.num_nodes={num_nodes} x "
+            f"trainer.accumulate_grad_batches={accumulate} = {share}: choose a global batch that is a "
+            "multiple of it (and scale optim.lr linearly with it), or set the per-process batch "
+            "directly with data.batch_size=N"
+        )
+    return int(global_batch) // share
 
 
 def group_options(conf_dir: str | os.PathLike | None, group: str, task: str | None = None) -> list[str]:
@@ -117,6 +133,7 @@ def validate_config(
             )
 
     if stage == "train":
+        _check_batch(cfg)
         lr = cfg.get("optim", {}).get("lr")
         if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             raise ConfigError(f"optim.lr must be a positive number, got {lr!r}")
@@ -131,6 +148,23 @@ def validate_config(
             raise ConfigError(f"ckpt={ckpt}: no such checkpoint")
     else:
         raise ValueError(f"unknown stage {stage!r}")
+
+
+def _check_batch(cfg: DictConfig) -> None:
+    """The recipe's global batch must divide over the processes; checked here when the trainer's
+    numbers are plain integers (devices=-1 / "auto" are only known to Lightning)."""
+    data, trainer = cfg.get("data") or {}, cfg.get("trainer") or {}
+    numbers = (
+        data.get("global_batch_size"),
+        trainer.get("devices", 1),
+        trainer.get("num_nodes", 1),
+        trainer.get("accumulate_grad_batches", 1),
+    )
+    if data.get("batch_size") is None and all(isinstance(n, int) and n > 0 for n in numbers):
+        try:
+            per_process_batch(*numbers)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def datamodule_kwargs(cfg: DictConfig, **overrides: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from dense.data.info import DatasetInfo
+from dense.lit.config import per_process_batch
 
 __all__ = ["TaskDataModule", "per_process_batch", "seed_transform", "worker_init"]
 
@@ -29,21 +30,6 @@ def seed_transform(dataset: Any, seed: int) -> None:
     transform = getattr(dataset, "transform", None)
     if hasattr(transform, "set_random_seed"):
         transform.set_random_seed(int(seed) % 2**32)
-
-
-def per_process_batch(global_batch: int, devices: int, num_nodes: int = 1, accumulate: int = 1) -> int:
-    """The batch of one process for a global batch spread over devices x nodes processes and
-    `accumulate` gradient-accumulation steps; an error naming the numbers if it does not divide."""
-    share = int(devices) * int(num_nodes) * int(accumulate)
-    if int(global_batch) < 1 or share < 1 or int(global_batch) % share:
-        raise ValueError(
-            f"global batch {global_batch} (data.global_batch_size, from recipe.global_batch) does not divide "
-            f"over trainer.devices={devices} x trainer.num_nodes={num_nodes} x "
-            f"trainer.accumulate_grad_batches={accumulate} = {share}: choose a global batch that is a "
-            "multiple of it (and scale optim.lr linearly with it), or set the per-process batch "
-            "directly with data.batch_size=N"
-        )
-    return int(global_batch) // share
 
 
 def worker_init(worker_id: int, rank: int = 0) -> None:

@@ -6,6 +6,8 @@ has seen the data: ``scheduler(optimizer, total_steps=..., steps_per_epoch=...)`
 
 Warmup follows torchvision's detection references: the factor grows linearly from
 ``warmup_factor`` to 1 over the warmup steps, then the main schedule runs over the remaining steps.
+A resumed run restores the schedulers' state, so it keeps the length it started with: resume
+with the same ``trainer.max_epochs`` (a longer run is a new run, or a fine-tune from the weights).
 """
 
 from __future__ import annotations

@@ -22,6 +22,17 @@ from dense.sweep.job import in_multirun
 __all__ = ["children_run_this_job", "job_process_group"]
 
 _DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+_SWEEP_KEYS = (
+    "hydra.mode",
+    "hydra.sweep",
+    "hydra.sweeper",
+    "hydra.launcher",
+    "hydra/sweeper",
+    "hydra/launcher",
+    "hydra.run",
+    "hydra.job.num",
+    "hydra.job.id",
+)
 
 
 def children_run_this_job() -> None:
@@ -31,7 +42,11 @@ def children_run_this_job() -> None:
     hc = HydraConfig.get()
     with read_write(hc), open_dict(hc):
         hc.run.dir = hc.runtime.output_dir
-    sys.argv = [sys.argv[0], *hc.overrides.task]
+    # As a single run: a sweep= or hparams_search= config among the overrides sets
+    # hydra.mode=MULTIRUN, which would start a second sweep (or Optuna study) in rank 1.
+    # Hydra settings such as hydra.searchpath are kept; those that launch a sweep are not.
+    keep = [o for o in hc.overrides.hydra if not o.lstrip("+~").startswith(_SWEEP_KEYS)]
+    sys.argv = [sys.argv[0], *keep, *hc.overrides.task, "hydra.mode=RUN"]
 
 
 @contextmanager

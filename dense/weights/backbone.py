@@ -56,7 +56,9 @@ def load_backbone_weights(backbone: Backbone, weights) -> Backbone:
     `weights`: a path or state dict in the peer's format (torchvision for V2 / V3, timm for V1 /
     MixNet) or as saved from a dense classifier / backbone. The backbone's tensors are the first
     ones of the peer's classifier in order, so they map without building that classifier; layers
-    the backbone did not build, and the classifier, are ignored.
+    the backbone did not build, and the classifier, are ignored. Only the first tensors are checked
+    (kind and shape, one for one), so any peer state dict that starts with this backbone loads,
+    e.g. the backbone part of a torchvision detector or segmenter of the same architecture.
     """
     name = backbone.family.name
     source, peer = peer_of_backbone(name)
