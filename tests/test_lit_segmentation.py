@@ -29,6 +29,7 @@ TRAIN_OVERRIDES = [
     "backbone=v3_small",
     "backbone.width_mult=0.35",
     "trainer.max_epochs=1",
+    "trainer.budget=null",
     "trainer.check_val_every_n_epoch=1",  # task=segment validates every 4 epochs by default
     "trainer.num_sanity_val_steps=1",  # the sanity batch must not count in the score
     "trainer.log_every_n_steps=1",
@@ -181,9 +182,10 @@ def test_segment_task_defaults_compose():
     validate_config(cfg, conf_dir=CONF)
     assert cfg.head.name == "lraspp" and cfg.head.task == "segment" and cfg.data.task == "segment"
     assert cfg.data.synthetic is True and cfg.task.monitor == cfg.optimized_metric == "val/miou"
-    assert cfg.optim._target_ == "torch.optim.AdamW" and cfg.sched._target_.endswith("warmup_poly")
-    # the 10-minute budget of make train-segment (README, "Training results")
-    assert cfg.trainer.max_epochs == 13 and cfg.trainer.check_val_every_n_epoch == 4
+    assert cfg.optim._target_ == "torch.optim.AdamW" and cfg.sched._target_.endswith("warmup_linear")
+    # the 10-minute budget of make train-segment (README, "Training results"), the schedule over it
+    assert cfg.trainer.budget == "9.5min" and cfg.trainer.max_epochs == -1
+    assert cfg.trainer.check_val_every_n_epoch == 4
     assert cfg.data.num_workers == 0 and cfg.data.global_batch_size == 4 and list(cfg.data.crop) == [256, 256]
     # the command line still picks any optimizer / schedule
     cfg = _compose(["task=segment", "optim=sgd", "sched=cosine", "head=raspp"])
@@ -464,6 +466,8 @@ def test_training_learns_shapes_cityscapes(tmp_path):
             "backbone=v2",
             "backbone.width_mult=0.5",
             "trainer.max_epochs=15",
+            "trainer.budget=null",
+            "sched=poly",
             "trainer.check_val_every_n_epoch=15",
             "trainer.num_sanity_val_steps=0",
             "trainer.log_every_n_steps=5",

@@ -225,6 +225,7 @@ DDP_TRAIN = [
     "backbone.width_mult=0.35",
     "trainer=ddp_cpu",
     "trainer.max_epochs=2",
+    "trainer.budget=null",
     "trainer.check_val_every_n_epoch=1",
     "trainer.num_sanity_val_steps=0",
     "trainer.log_every_n_steps=1",

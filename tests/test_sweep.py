@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 TINY = [
     *tiny_segmentation(),
     "trainer.max_epochs=1",
+    "trainer.budget=null",
     "trainer.check_val_every_n_epoch=1",
     "cost.latency_runs=2",
 ]

@@ -19,7 +19,7 @@ from dense.data.info import DatasetInfo
 from dense.lit.checkpoint import CHECKPOINT_KEY
 from dense.lit.schedulers import lightning_optimizers
 
-__all__ = ["TaskModule", "world_size"]
+__all__ = ["TaskModule", "param_groups", "world_size"]
 
 _NORM_TYPES = (
     nn.modules.batchnorm._BatchNorm,
@@ -27,6 +27,22 @@ _NORM_TYPES = (
     nn.LayerNorm,
     nn.modules.instancenorm._InstanceNorm,
 )
+
+
+def param_groups(model: nn.Module, norm_weight_decay: float | None) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: normalisation parameters in their own group when they get
+    their own weight decay (None: one group, the optimizer's weight decay for everything)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if norm_weight_decay is None:
+        return [{"params": params}]
+    norm_ids = {
+        id(p) for m in model.modules() if isinstance(m, _NORM_TYPES) for p in m.parameters(recurse=False)
+    }
+    groups = [{"params": [p for p in params if id(p) not in norm_ids]}]
+    norm = [p for p in params if id(p) in norm_ids]
+    if norm:
+        groups.append({"params": norm, "weight_decay": float(norm_weight_decay)})
+    return groups
 
 
 def world_size() -> int:
@@ -95,21 +111,7 @@ class TaskModule(LightningModule):
         return lightning_optimizers(optimizer, self.scheduler_factory, self.trainer)
 
     def _param_groups(self) -> list[dict[str, Any]]:
-        """Normalisation parameters in their own group when they get their own weight decay."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if self.norm_weight_decay is None:
-            return [{"params": params}]
-        norm_ids = {
-            id(p)
-            for m in self.model.modules()
-            if isinstance(m, _NORM_TYPES)
-            for p in m.parameters(recurse=False)
-        }
-        groups = [{"params": [p for p in params if id(p) not in norm_ids]}]
-        norm = [p for p in params if id(p) in norm_ids]
-        if norm:
-            groups.append({"params": norm, "weight_decay": float(self.norm_weight_decay)})
-        return groups
+        return param_groups(self.model, self.norm_weight_decay)
 
     # --- validation bookkeeping -------------------------------------------------------------------
     def _publish(

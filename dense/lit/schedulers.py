@@ -27,7 +27,9 @@ from torch.optim.lr_scheduler import (
     SequentialLR,
 )
 
-__all__ = ["lightning_optimizers", "warmup_cosine", "warmup_poly"]
+from dense.lit.budget import TrainingBudget, find_budget
+
+__all__ = ["lightning_optimizers", "warmup_cosine", "warmup_linear", "warmup_poly"]
 
 
 def _accepts(fn: Callable[..., Any], name: str) -> bool:
@@ -39,6 +41,14 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
+def _names(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` names the keyword ``name`` itself (not only through ``**kwargs``)."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def lightning_optimizers(
     optimizer: Optimizer, scheduler: Callable[..., Any] | None, trainer: Any
 ) -> Optimizer | dict[str, Any]:
@@ -46,10 +56,25 @@ def lightning_optimizers(
     with the run's step counts (when it takes them) and stepped every optimizer step."""
     if scheduler is None:
         return optimizer
-    total = int(trainer.estimated_stepping_batches)
-    epochs = trainer.max_epochs
-    per_epoch = max(1, total // epochs) if epochs is not None and epochs > 0 else total
-    kwargs = {"total_steps": total, "steps_per_epoch": per_epoch}
+    kwargs: dict[str, Any] = {}
+    budget = find_budget(trainer)
+    if _names(scheduler, "budget"):  # follows the wall-clock budget (dense.lit.budget) when there is one
+        kwargs["budget"] = budget
+    open_ended = not math.isfinite(trainer.estimated_stepping_batches)
+    if open_ended and budget is not None and _names(scheduler, "budget"):
+        kwargs["total_steps"] = None  # the budget alone sets the length
+    elif _accepts(scheduler, "total_steps") or _accepts(scheduler, "steps_per_epoch"):
+        total = trainer.estimated_stepping_batches
+        if open_ended:
+            raise ValueError(
+                "this learning-rate schedule needs the run's length in steps, but trainer.max_epochs and "
+                "trainer.max_steps leave it open: set one of them, or use a time budget "
+                "(trainer.budget=10min sched=linear)"
+            )
+        total = int(total)
+        epochs = trainer.max_epochs
+        per_epoch = max(1, total // epochs) if epochs is not None and epochs > 0 else total
+        kwargs.update(total_steps=total, steps_per_epoch=per_epoch)
     sched = scheduler(optimizer, **{k: v for k, v in kwargs.items() if _accepts(scheduler, k)})
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -123,3 +148,38 @@ def warmup_poly(
         return PolynomialLR(optimizer, total_iters=n, power=power)
 
     return _with_warmup(optimizer, main, warmup_epochs=warmup_epochs, **steps)
+
+
+def warmup_linear(
+    optimizer: Optimizer,
+    *,
+    total_steps: int | None = None,
+    budget: TrainingBudget | None = None,
+    warmup_fraction: float = 0.1,
+    warmup_factor: float = 0.001,
+    final_ratio: float = 0.0,
+    **_: Any,
+) -> LRScheduler:
+    """Linear warmup over the first ``warmup_fraction`` of the run, then linear decay to
+    ``final_ratio`` x the base rate at its end: Li, Yumer and Ramanan, "Budgeted Training" (ICLR
+    2020), where linear decay to zero over the budget is a strong default.
+
+    The run's progress is the larger of the steps done / ``total_steps`` and the wall-clock
+    budget spent (``budget.progress``, `dense.lit.budget.TrainingBudget`): whichever limit ends
+    the run first also ends the schedule. torch has no time-driven scheduler, hence a LambdaLR.
+    """
+    if not 0.0 <= warmup_fraction < 1.0:
+        raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
+    if total_steps is None and budget is None:
+        raise ValueError("warmup_linear needs total_steps or a time budget (trainer.budget)")
+
+    def factor(step: int) -> float:
+        p = step / total_steps if total_steps else 0.0
+        if budget is not None:
+            p = max(p, budget.progress)
+        p = min(max(p, 0.0), 1.0)
+        if p < warmup_fraction:
+            return warmup_factor + (1.0 - warmup_factor) * p / warmup_fraction
+        return final_ratio + (1.0 - final_ratio) * (1.0 - (p - warmup_fraction) / (1.0 - warmup_fraction))
+
+    return LambdaLR(optimizer, factor)
