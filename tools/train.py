@@ -50,13 +50,15 @@ def _task_extras(module: Any) -> dict[str, Any]:
     return {"num_val_images": int(module.last_num_images)}
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Build everything from the (validated) config, fit, write metrics.json; returns the objective."""
+def train(cfg: DictConfig, job_start: float | None = None) -> float | None:
+    """Build everything from the (validated) config, fit, write metrics.json; returns the objective.
+    job_start: `time.monotonic()` at the job's start, from which trainer.budget counts."""
     import lightning.pytorch as pl
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    from dense.lit.budget import TrainingBudget, parse_budget
     from dense.lit.callbacks import DivergenceCheck, RngState, checkpoint_callbacks
 
     tidy_logging()
@@ -77,10 +79,14 @@ def train(cfg: DictConfig) -> float | None:
     checkpoint = checkpoints[0]  # the best by the monitor
     callbacks: list[Any] = [*checkpoints, LearningRateMonitor(logging_interval="step")]
     callbacks += [DivergenceCheck(), RngState()]
+    budget_s = parse_budget(cfg.trainer.get("budget"))  # the whole job's wall-clock time
+    if budget_s is not None:  # Lightning's Timer, sized when training starts
+        callbacks.append(TrainingBudget(budget_s, job_start=job_start or time.monotonic()))
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar())
     loggers = [TensorBoardLogger(out, name="tb", version=""), CSVLogger(out, name="csv", version="")]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=str(out))
+    trainer_cfg = OmegaConf.masked_copy(cfg.trainer, [k for k in cfg.trainer if k != "budget"])
+    trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers, default_root_dir=str(out))
     children_run_this_job()  # DDP ranks 1.. of a multirun job run that job only
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -113,6 +119,7 @@ def train(cfg: DictConfig) -> float | None:
         "global_step": int(trainer.global_step),
         "interrupted": bool(trainer.interrupted),
         "train_time_s": train_time,
+        "budget_s": budget_s,
         **model_cost(module.model, cfg.task.name, input_size(cfg), cfg.cost.latency_runs),
         **describe(cfg),
     }
@@ -122,9 +129,10 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def validate_and_train(cfg: DictConfig) -> float | None:
+    job_start = time.monotonic()  # trainer.budget counts from here, data preparation included
     validate_config(cfg, conf_dir=CONF_DIR, stage="train")  # before any data or model work
     with job_process_group():
-        return train(cfg)
+        return train(cfg, job_start)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
