@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
-.PHONY: venv test test-fast train train-segment sweep bench lint clean
+.PHONY: venv test test-fast train train-segment side-by-side sweep bench lint clean
 
 venv: $(STAMP)
 
@@ -39,13 +39,19 @@ train: venv
 train-segment: venv
 	$(BIN)/python tools/train.py task=segment backbone=v3_large
 
+# dense's SSDLite and torchvision's ssdlite320_mobilenet_v3_large trained on the same data, batches,
+# optimizer, schedule and time budget (9.5 min each), scored alike (~20 minutes).
+side-by-side: venv
+	$(BIN)/python tools/side_by_side.py
+
 # The four MobileNetV3 LR-ASPP variants, short schedule (~8 minutes on 2 cores): summary.md, pareto.png
 # in multirun/<date>/<time>/ (docs/sweeps.md).
 sweep: venv
 	$(BIN)/python tools/train.py -m sweep=mnv3_lraspp
 
+# bench.json and BENCHMARKS.md (the tables, with date, CPU model, threads and versions).
 bench: venv
-	$(BIN)/python tools/benchmark.py --paper --speed --detect --segment --out bench.json
+	$(BIN)/python tools/benchmark.py --paper --speed --detect --segment --deploy --out bench.json
 
 lint: venv
 	$(BIN)/ruff check .

@@ -99,3 +99,31 @@ def test_training_ends_by_its_budget_with_the_learning_rate_decayed(tmp_path):
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
     saved = next(v for k, v in state.items() if k.startswith("TrainingBudget"))
     assert 0 < saved["duration_s"] < 30 and 0.5 < saved["progress"] <= 1.0
+
+
+@pytest.mark.slow
+def test_side_by_side_trains_both_models_for_the_same_budget(tmp_path):
+    """tools/side_by_side.py: dense and torchvision's SSDLite on the same batches, each for its own
+    `budget` seconds, both scored by the same COCO evaluation into one JSON."""
+    out = tmp_path / "sbs.json"
+    proc = run_tool(
+        [
+            "tools/side_by_side.py",
+            "budget=4s",
+            f"out={out}",
+            f"data.root={tmp_path / 'shapes'}",
+            "data.synthetic_options.num_train=16",
+            "data.synthetic_options.num_val=4",
+        ]
+    )
+    check(proc)
+    record = json.loads(out.read_text())
+    assert record["budget_s"] == 4.0 and [r["model"] for r in record["results"]] == ["dense", "torchvision"]
+    for r in record["results"]:
+        assert r["steps"] >= 1 and r["train_s"] >= 4.0 and 0.0 <= r["map_50"] <= 1.0, r
+    assert "mAP@0.5" in proc.stdout and "torchvision" in proc.stdout
+
+
+def test_side_by_side_rejects_unknown_models(tmp_path):
+    proc = run_tool(["tools/side_by_side.py", "models=dense,yolo", f"data.root={tmp_path / 'shapes'}"])
+    assert proc.returncode == 2 and "side_by_side.py: error: models='dense,yolo'" in proc.stderr, proc.stderr
