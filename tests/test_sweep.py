@@ -79,7 +79,7 @@ def test_failed_jobs_are_recorded_and_the_sweep_goes_on(sweep):
     assert config_error["error"].startswith("ConfigError: optim.lr must be a positive number")
     assert diverged["status"] == "failed"
     assert diverged["error"].startswith("DivergenceError: diverged at step ")
-    assert diverged["error"].endswith("loss is nan")
+    assert "loss is nan" in diverged["error"]
     for failed in (config_error, diverged):  # never looks like success
         assert not any(k.startswith("val/") for k in failed) and "checkpoint" not in failed
 

@@ -20,6 +20,7 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dense.errors import UserError, exit_user_error  # noqa: E402
 from dense.lit.config import json_safe  # noqa: E402
 
 
@@ -38,8 +39,11 @@ def _emit(table: str, metrics: dict[str, Any], out: str | None) -> None:
 
 
 def cmd_coco(args: argparse.Namespace) -> int:
+    from dense.data.coco import CocoDetection
     from dense.evaluation.coco import evaluate_coco
 
+    # The ground truth gets the training's checks (ids, boxes, duplicates), every problem named.
+    CocoDetection(Path(args.gt).parent, args.gt, train=False)
     result = evaluate_coco(args.gt, args.dets, engine=args.engine)
     metrics = {**result.to_dict(), "gt": str(args.gt), "detections": str(args.dets)}
     _emit(result.format_table(), metrics, args.out)
@@ -84,9 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"score.py {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except UserError as e:  # unreadable / inconsistent inputs; anything else is a bug: traceback
+        exit_user_error(f"score.py {args.command}", e)
 
 
 if __name__ == "__main__":

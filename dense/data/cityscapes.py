@@ -29,6 +29,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from dense.constants import IGNORE_INDEX
+from dense.data.report import DataError, ids_text
 
 __all__ = [
     "CITYSCAPES_CLASSES",
@@ -41,6 +42,7 @@ __all__ = [
     "CityscapesSegmentation",
     "colorize_train_ids",
     "label_ids_to_train_ids",
+    "looks_like_train_ids",
     "train_ids_to_label_ids",
 ]
 
@@ -107,8 +109,38 @@ def colorize_train_ids(train_ids: np.ndarray) -> np.ndarray:
     return _COLOR_LUT[a]
 
 
-class CityscapesDataError(ValueError):
+class CityscapesDataError(DataError):
     """A Cityscapes folder that is not in the official layout or holds broken files."""
+
+
+# labelIds that are void (not evaluated) but whose numbers are trainIds of common classes
+# (9 parking / terrain, 10 rail track / sky, 14-16 guard rail, bridge, tunnel / truck, bus, train,
+# 18 polegroup / bicycle): rare in real labelIds, frequent in trainIds.
+_TRAIN_ID_TELLS = frozenset({9, 10, 14, 15, 16, 18})
+
+
+def looks_like_train_ids(values: set[int] | frozenset[int]) -> bool:
+    """Whether label values seen over a whole folder look like trainIds (0..18, 255) rather than
+    labelIds: nothing above 18 (real labelIds have sky 23, vegetation 21, car 26 almost
+    everywhere) and one of the void labelIds that are common trainIds (sky is 10)."""
+    values = set(values) - {IGNORE_INDEX}
+    return bool(values) and max(values) < NUM_CLASSES and bool(values & _TRAIN_ID_TELLS)
+
+
+def _raise_all(problems: list[tuple[str, str]]) -> None:
+    """Raise one error for every (kind, "path: message") problem: the first one in full, then the
+    count of each kind and the first files (so a user fixes them all at once)."""
+    if not problems:
+        return
+    text = problems[0][1]
+    if len(problems) > 1:
+        kinds: dict[str, list[str]] = {}
+        for kind, msg in problems:
+            kinds.setdefault(kind, []).append(msg.split(": ", 1)[0])
+        text += f"; {len(problems)} problems in all: " + "; ".join(
+            f"{len(v)} x {k} {ids_text(v, 5)}" for k, v in kinds.items()
+        )
+    raise CityscapesDataError(text)
 
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -240,33 +272,47 @@ class CityscapesSegmentation(Dataset):
             labels = {p.relative_to(gt_dir).as_posix(): p for p in gt_dir.glob(f"*/*{LABEL_SUFFIX}")}
 
         samples = []
+        problems: list[tuple[str, str]] = []  # (kind, "path: message"), every file, not only the first
         for img in images:
             name = img.name[: -len(IMAGE_SUFFIX)]
             rel = f"{img.parent.name}/{name}{LABEL_SUFFIX}"
             lab = labels.pop(rel, None)
             if lab is None and self.require_labels:
-                raise CityscapesDataError(f"{img}: image has no label; expected {gt_dir / rel}")
-            (iw, ih), imode = _header(img, "image")
-            if imode != "RGB":
-                raise CityscapesDataError(f"{img}: image mode is {imode}, expected 8-bit RGB")
-            if lab is not None:
-                (lw, lh), lmode = _header(lab, "label")
-                if lmode not in ("L", "P"):
-                    hint = " (is this a _gtFine_color.png?)" if lmode in ("RGB", "RGBA") else ""
-                    raise CityscapesDataError(
-                        f"{lab}: label mode is {lmode}, expected a single-channel 8-bit labelIds PNG{hint}"
-                    )
-                if (iw, ih) != (lw, lh):
-                    raise CityscapesDataError(
-                        f"{lab}: label size {lw}x{lh} differs from image size {iw}x{ih} ({img})"
-                    )
+                problems.append(
+                    ("image without label", f"{img}: image has no label; expected {gt_dir / rel}")
+                )
+                continue
+            try:
+                (iw, ih), imode = _header(img, "image")
+                if imode != "RGB":
+                    problems.append(("image not RGB", f"{img}: image mode is {imode}, expected 8-bit RGB"))
+                if lab is not None:
+                    (lw, lh), lmode = _header(lab, "label")
+                    if lmode not in ("L", "P"):
+                        hint = " (is this a _gtFine_color.png?)" if lmode in ("RGB", "RGBA") else ""
+                        problems.append(
+                            (
+                                "label not single-channel",
+                                f"{lab}: label mode is {lmode}, expected a single-channel 8-bit labelIds "
+                                f"PNG{hint}",
+                            )
+                        )
+                    elif (iw, ih) != (lw, lh):
+                        problems.append(
+                            (
+                                "label size differs from image",
+                                f"{lab}: label size {lw}x{lh} differs from image size {iw}x{ih} ({img})",
+                            )
+                        )
+            except CityscapesDataError as e:
+                problems.append(("unreadable PNG", str(e)))
+                continue
             samples.append(CityscapesSample(name=name, image=img, label=lab))
         # A label without its image is a broken download / copy whether or not labels are required.
-        if labels:
-            orphan = next(iter(labels.values()))
+        for orphan in labels.values():
             expected = img_dir / orphan.parent.name / (orphan.name[: -len(LABEL_SUFFIX)] + IMAGE_SUFFIX)
-            more = f" ({len(labels)} labels without images in all)" if len(labels) > 1 else ""
-            raise CityscapesDataError(f"{orphan}: label has no image; expected {expected}{more}")
+            problems.append(("label without image", f"{orphan}: label has no image; expected {expected}"))
+        _raise_all(problems)
         return samples
 
     def _check_label_values(self, cache_dir: os.PathLike | str | bool | None, workers: int | None) -> None:
@@ -311,16 +357,30 @@ class CityscapesSegmentation(Dataset):
             if cache_path is not None:
                 # saved before the check: fixing one bad file then re-reads only that file
                 self._write_cache(cache_path, {**cache, **entries})
-        # Check every file (cached or not) so an error names the first bad file in sorted order.
+        # Check every file (cached or not); the error names the first bad file in sorted order, then all.
+        problems: list[tuple[str, str]] = []
+        seen: set[int] = set()
         for p in paths:
             values = entries[str(p.resolve())]["values"]
+            seen.update(values)
             bad = sorted(set(values) - VALID_LABEL_IDS)
             if bad:
-                raise CityscapesDataError(
-                    f"{p}: label values {bad} are not Cityscapes labelIds "
-                    f"(valid: 0..{max(VALID_LABEL_IDS)}); "
-                    "is this a trainIds or colour PNG instead of *_gtFine_labelIds.png?"
+                problems.append(
+                    (
+                        "label values outside the table",
+                        f"{p}: label values {bad} are not Cityscapes labelIds "
+                        f"(valid: 0..{max(VALID_LABEL_IDS)}); "
+                        "is this a trainIds or colour PNG instead of *_gtFine_labelIds.png?",
+                    )
                 )
+        _raise_all(problems)
+        if looks_like_train_ids(seen):
+            raise CityscapesDataError(
+                f"{paths[0].parent.parent}: the labels look like trainIds, not labelIds: every value over "
+                f"{len(paths)} files is in 0..{NUM_CLASSES - 1} ({sorted(seen)}) and the void labelIds "
+                "9, 10, 14, 15, 16, 18 (rare in labelIds, common trainIds) occur; write labelIds in "
+                "*_gtFine_labelIds.png (dense.data.cityscapes.train_ids_to_label_ids converts trainIds)"
+            )
 
     @staticmethod
     def _write_cache(path: Path, files: dict[str, Any]) -> None:

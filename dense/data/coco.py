@@ -9,18 +9,25 @@ What it does with the annotation file, and why:
   against the original annotation file, where COCOeval treats them as "ignore" regions.
 - boxes ``[x, y, w, h]`` become ``xyxy`` pixels clipped to the image; boxes that are degenerate
   after clipping (width or height <= ``min_box_size``) are dropped and counted.
-- an annotation naming an unknown image or category is an error at load time (the file is wrong,
-  training on it would silently learn garbage).
+- an annotation file that would make metrics wrong is an error at load time naming every offending
+  id (capped list and count, :class:`dense.data.report.DataReport`): annotations naming an unknown
+  image or category (with the unknown category ids), bboxes that are not 4 finite numbers or have a
+  negative width / height, duplicate annotation or image ids, no categories. An empty or absent
+  ``annotations`` list is allowed here (image-info files, e.g. test-dev) and counted; the
+  datamodule refuses to train or score on a set without a single box.
+- category id 0 is allowed (ids are mapped to labels 1..K; the background is the model's own).
 - a missing or unreadable image is skipped in training (``__getitem__`` returns ``None``, the
   collate function drops it, the file is recorded in :meth:`CocoDetection.skipped_files`) and is an
   error in evaluation (a score on a subset would be wrong without anyone noticing).
-- pixels are used as stored (no EXIF rotation: COCO boxes refer to the stored pixel grid);
-  grayscale, RGBA, palette and 16-bit images become 8-bit RGB.
+- pixels are used as stored (no EXIF rotation: COCO boxes refer to the stored pixel grid, and the
+  COCO tools, pycocotools and torchvision, read images the same way); grayscale, RGBA, palette,
+  CMYK and 16-bit images become 8-bit RGB; :meth:`CocoDetection.scan_images` counts all of these.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 import weakref
@@ -35,6 +42,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from dense.data.jsonfile import read_json
+from dense.data.report import DataError, DataReport
+from dense.errors import UserError
 
 __all__ = [
     "CocoAnnotationError",
@@ -47,11 +56,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class CocoAnnotationError(ValueError):
+class CocoAnnotationError(DataError):
     """The annotation file is malformed or inconsistent (message names the file and the ids)."""
 
 
-class ImageReadError(OSError):
+class ImageReadError(UserError, OSError):
     """An image file is missing or cannot be decoded (message names the file)."""
 
 
@@ -59,6 +68,10 @@ def _ids_text(ids: Sequence[Any], limit: int = 10) -> str:
     shown = ", ".join(str(i) for i in list(ids)[:limit])
     more = f" ... ({len(ids)} in all)" if len(ids) > limit else ""
     return f"[{shown}{more}]"
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -182,12 +195,15 @@ class CocoDetection(Dataset):
         if missing:
             raise CocoAnnotationError(f"{path}: missing top-level key(s) {missing}")
         data.setdefault("annotations", [])  # image-info files (test-dev) have no annotations
+        for key in ("images", "annotations", "categories"):
+            if not isinstance(data[key], list) or not all(isinstance(x, dict) for x in data[key]):
+                raise CocoAnnotationError(f"{path}: '{key}' must be a list of objects")
         return data
 
     def _build_categories(self, data: dict[str, Any]) -> None:
         cats = data["categories"]
         ids = [c.get("id") for c in cats]
-        if any(not isinstance(i, int) for i in ids):
+        if any(not isinstance(i, int) or isinstance(i, bool) for i in ids):
             raise CocoAnnotationError(f"{self.ann_file}: category ids must be integers, got {ids}")
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
@@ -209,17 +225,29 @@ class CocoDetection(Dataset):
 
     def _build_index(self, data: dict[str, Any]) -> None:
         """Check the file's images and annotations, then one record per usable image."""
+        self.report = DataReport(str(self.ann_file))
+        self.report.counts.update(
+            images=len(data["images"]), annotations=len(data["annotations"]), categories=len(self.cat_ids)
+        )
+        if not data["annotations"]:
+            # Fine for an image-info file; the datamodules refuse to train or score on it.
+            self.report.note("no annotations at all (every image is background)", [str(self.ann_file)])
+        if 0 in self.cat_id_to_label:
+            self.report.note("category id 0 (allowed: ids map to labels 1..K)", [0])
         img_by_id = self._index_images(data["images"])
         self._check_annotations(data["annotations"], img_by_id)
+        self.report.raise_errors(CocoAnnotationError)
         per_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for a in data["annotations"]:
             per_image[a["image_id"]].append(a)
         self.num_crowd = 0
+        self.crowd_annotation_ids: list[Any] = []
         self.degenerate_annotation_ids: list[Any] = []
         self._records: list[dict[str, Any]] = []
         self.num_empty_dropped = 0
         for im in data["images"]:
             record = self._record(im, per_image.get(im["id"], []))
+            self.report.note("boxes clipped to the image", record.pop("clipped"))
             if self.train and not self.keep_empty and not len(record["boxes"]):
                 self.num_empty_dropped += 1
                 continue
@@ -229,45 +257,74 @@ class CocoDetection(Dataset):
 
     def _index_images(self, images: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
         img_by_id: dict[int, dict[str, Any]] = {}
+        report = self.report
         for im in images:
-            for key in ("id", "file_name", "width", "height"):
-                if key not in im:
-                    raise CocoAnnotationError(
-                        f"{self.ann_file}: image entry {im.get('id', im)} has no '{key}'"
-                    )
+            lacking = [k for k in ("id", "file_name", "width", "height") if k not in im]
+            if lacking:
+                report.error(f"image entries without {lacking}: image entries", [im.get("id", im)])
+                continue
+            if not all(
+                isinstance(im[k], int) and not isinstance(im[k], bool) and im[k] > 0
+                for k in ("width", "height")
+            ):
+                report.error(
+                    "image entries whose width / height is not a positive integer: image ids", [im["id"]]
+                )
             if im["id"] in img_by_id:
-                raise CocoAnnotationError(f"{self.ann_file}: duplicate image id {im['id']}")
+                report.error("duplicate image ids (image entries share an id)", [im["id"]])
             img_by_id[im["id"]] = im
+        report.raise_errors(CocoAnnotationError)  # the annotations cannot be checked against a broken index
         return img_by_id
 
     def _check_annotations(self, anns: list[dict[str, Any]], img_by_id: dict[int, Any]) -> None:
-        f = self.ann_file
+        """Every problem of the annotations into ``self.report`` (all ids, not only the first)."""
+        report = self.report
         bad_image = [a.get("id") for a in anns if a.get("image_id") not in img_by_id]
-        if bad_image:
-            raise CocoAnnotationError(
-                f"{f}: {len(bad_image)} annotation(s) name an image id that is not in 'images': "
-                f"annotation ids {_ids_text(bad_image)}"
-            )
+        unknown_images = sorted({str(a.get("image_id")) for a in anns if a.get("image_id") not in img_by_id})
+        report.error(
+            f"annotation(s) name an image id that is not in 'images' (unknown image ids "
+            f"{_ids_text(unknown_images)}): annotation ids",
+            bad_image,
+        )
         bad_cat = [a.get("id") for a in anns if a.get("category_id") not in self.cat_id_to_label]
-        if bad_cat:
-            raise CocoAnnotationError(
-                f"{f}: {len(bad_cat)} annotation(s) name a category id that is not in 'categories' "
-                f"(valid: {self.cat_ids}): annotation ids {_ids_text(bad_cat)}"
-            )
-        no_box = [a.get("id") for a in anns if len(a.get("bbox") or []) != 4]
-        if no_box:
-            raise CocoAnnotationError(
-                f"{f}: annotation(s) without a 4-number 'bbox': ids {_ids_text(no_box)}"
-            )
+        unknown_cats = sorted(
+            {str(a.get("category_id")) for a in anns if a.get("category_id") not in self.cat_id_to_label}
+        )
+        report.error(
+            f"annotation(s) name a category id that is not in 'categories' (unknown category ids "
+            f"{_ids_text(unknown_cats)}; valid: {self.cat_ids}): annotation ids",
+            bad_cat,
+        )
+        seen: set[Any] = set()
+        dup = []
+        for a in anns:
+            if a.get("id") in seen:
+                dup.append(a.get("id"))
+            seen.add(a.get("id"))
+        # pycocotools indexes annotations by id: a duplicate silently replaces the other one.
+        report.error("duplicate annotation ids:", sorted(set(dup), key=str))
+        no_box, not_finite, negative = [], [], []
+        for a in anns:
+            box = a.get("bbox")
+            if not isinstance(box, list) or len(box) != 4:
+                no_box.append(a.get("id"))
+            elif not all(_is_number(v) for v in box):
+                not_finite.append(a.get("id"))
+            elif box[2] < 0 or box[3] < 0:
+                negative.append(a.get("id"))
+        report.error("annotation(s) without a 4-number 'bbox': ids", no_box)
+        report.error("annotation(s) whose bbox holds a non-number, NaN or infinity: ids", not_finite)
+        report.error("annotation(s) whose bbox has a negative width or height: ids", negative)
 
     def _record(self, im: dict[str, Any], anns: list[dict[str, Any]]) -> dict[str, Any]:
         """Boxes clipped to the image, xyxy; crowd regions are counted and left to the evaluation,
         boxes degenerate after clipping are counted and dropped."""
         w, h = float(im["width"]), float(im["height"])
-        boxes, labels = [], []
+        boxes, labels, clipped = [], [], []
         for a in anns:
             if a.get("iscrowd", 0):
                 self.num_crowd += 1
+                self.crowd_annotation_ids.append(a.get("id"))
                 continue
             x, y, bw, bh = (float(v) for v in a["bbox"])
             x0, y0 = min(max(x, 0.0), w), min(max(y, 0.0), h)
@@ -275,6 +332,8 @@ class CocoDetection(Dataset):
             if x1 - x0 <= self.min_box_size or y1 - y0 <= self.min_box_size:
                 self.degenerate_annotation_ids.append(a.get("id"))
                 continue
+            if (x0, y0, x1, y1) != (x, y, x + bw, y + bh):
+                clipped.append(a.get("id"))
             boxes.append((x0, y0, x1, y1))
             labels.append(self.cat_id_to_label[a["category_id"]])
         return {
@@ -283,9 +342,18 @@ class CocoDetection(Dataset):
             "size": (int(im["height"]), int(im["width"])),
             "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
             "labels": np.asarray(labels, dtype=np.int64),
+            "clipped": clipped,
         }
 
     def _log_index(self) -> None:
+        self.report.note(
+            f"boxes dropped: zero size, or degenerate after clipping (w or h <= {self.min_box_size:g} px)",
+            self.degenerate_annotation_ids,
+        )
+        self.report.note(
+            "crowd annotations (ignore regions: not trained on, scored by COCOeval): ids",
+            self.crowd_annotation_ids,
+        )
         if self.degenerate_annotation_ids:
             log.warning(
                 "%s: dropped %d box(es) that are degenerate after clipping to the image (w or h <= %g px): "
@@ -307,6 +375,58 @@ class CocoDetection(Dataset):
     @property
     def num_degenerate_boxes(self) -> int:
         return len(self.degenerate_annotation_ids)
+
+    # ---------------------------------------------------------------------------------------------
+    # image files
+    # ---------------------------------------------------------------------------------------------
+    def scan_images(self, *, decode: bool = False, report: DataReport | None = None) -> DataReport:
+        """Check every image file against its entry, into ``report`` (default: :attr:`report`).
+
+        Missing, empty or unreadable files and sizes that disagree with the annotation file are
+        errors of an evaluation set and notes ("skipped in training") of a training set; colour
+        modes, bit depths, a format that disagrees with the extension, an EXIF orientation tag
+        (ignored: boxes refer to the stored pixels), huge and tiny images are notes. ``decode``
+        reads every pixel (finds truncated files; slow on big sets), else headers only.
+        """
+        report = self.report if report is None else report
+        bad = report.note if self.train else report.error
+        suffix = " (skipped in training)" if self.train else ""
+        for r in self._records:
+            name, path = r["file_name"], self.image_dir / r["file_name"]
+            if not path.is_file():
+                bad(f"image files not found{suffix}:", [name])
+                continue
+            if path.stat().st_size == 0:
+                bad(f"empty (zero-byte) image files{suffix}:", [name])
+                continue
+            try:
+                with Image.open(path) as im:
+                    size, mode, fmt = im.size, im.mode, im.format
+                    orientation = im.getexif().get(0x0112, 1)  # EXIF Orientation
+                    if decode:
+                        im.load()
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+                bad(f"unreadable image files{suffix}:", [f"{name} ({e})"])
+                continue
+            if (size[1], size[0]) != r["size"]:
+                bad(
+                    f"images whose size disagrees with the annotation file{suffix}:",
+                    [f"{name} ({size[0]}x{size[1]}, file says {r['size'][1]}x{r['size'][0]})"],
+                )
+            if mode != "RGB":
+                report.note(f"{mode} images converted to 8-bit RGB:", [name])
+            ext = {"JPEG": (".jpg", ".jpeg"), "PNG": (".png",)}.get(fmt or "", ())
+            if ext and path.suffix.lower() not in ext:
+                report.note(f"{fmt} files named {path.suffix} (read by content):", [name])
+            if orientation not in (1, None):
+                report.note(
+                    "images with an EXIF rotation tag (ignored: boxes refer to the stored pixels):", [name]
+                )
+            if size[0] * size[1] > 40_000_000:
+                report.note("huge images (> 40 Mpixel, decoded in full):", [f"{name} ({size[0]}x{size[1]})"])
+            if min(size) < 32:
+                report.note("tiny images (a side < 32 px):", [f"{name} ({size[0]}x{size[1]})"])
+        return report
 
     # ---------------------------------------------------------------------------------------------
     # skipped images (train mode)

@@ -7,17 +7,21 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dense.data.report import DataError, DataPathError
+
 __all__ = ["read_json"]
 
 
-def read_json(path: str | os.PathLike, what: str, error: type[Exception] = ValueError) -> Any:
-    """The parsed content of `path`; a missing file raises FileNotFoundError("{what} not found: ..."),
-    malformed JSON raises `error` naming the file, line and column."""
+def read_json(path: str | os.PathLike, what: str, error: type[Exception] = DataError) -> Any:
+    """The parsed content of `path`; a missing file raises `DataPathError` (a FileNotFoundError)
+    "{what} not found: ...", malformed JSON raises `error` naming the file, line and column."""
     path = Path(path)
     try:
         with open(path) as f:
             return json.load(f)
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"{what} not found: {path}") from e
-    except json.JSONDecodeError as e:
-        raise error(f"{path}: not valid JSON: {e}") from e
+        raise DataPathError(f"{what} not found: {path}") from e
+    except IsADirectoryError as e:
+        raise DataPathError(f"{what} is a directory, expected a JSON file: {path}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path}: {what} is not valid JSON: {e}") from e

@@ -37,8 +37,10 @@ from dense.data.cityscapes import (
     LABEL_SUFFIX,
     NUM_CLASSES,
     VALID_LABEL_IDS,
+    looks_like_train_ids,
     train_ids_to_label_ids,
 )
+from dense.data.report import DataError, ids_text
 
 __all__ = [
     "CityscapesEvalError",
@@ -53,7 +55,7 @@ __all__ = [
 _MAX_LABEL_ID = max(VALID_LABEL_IDS)  # 33
 
 
-class CityscapesEvalError(ValueError):
+class CityscapesEvalError(DataError):
     """Ground truth or predictions that cannot be scored (missing, ambiguous, wrong size...)."""
 
 
@@ -234,13 +236,18 @@ def _load_label_png(path: Path, role: str) -> np.ndarray:
     if arr.size and int(arr.max()) > _MAX_LABEL_ID:
         present = np.flatnonzero(np.bincount(arr.reshape(-1), minlength=256)).tolist()
         bad = sorted(set(present) - VALID_LABEL_IDS)
+        hint = ""
+        if bad == [IGNORE_INDEX] and max(set(present) - {IGNORE_INDEX}, default=0) < NUM_CLASSES:
+            hint = "; 255 beside values 0..18 looks like trainIds: write labelIds (train_ids_to_label_ids)"
         raise CityscapesEvalError(
-            f"{path}: {role} holds values {bad} that are not Cityscapes labelIds (0..{_MAX_LABEL_ID})"
+            f"{path}: {role} holds values {bad} that are not Cityscapes labelIds (0..{_MAX_LABEL_ID}){hint}"
         )
     return arr
 
 
-def _pair_confusion(gt_path: Path, pred_path: Path) -> np.ndarray:
+def _pair_confusion(gt_path: Path, pred_path: Path) -> tuple[np.ndarray, set[int], set[int]]:
+    """The [K, K + 1] confusion of one pair, and the values present in the ground truth and the
+    prediction (for the trainIds check)."""
     gt = _load_label_png(gt_path, "ground truth")
     pred = _load_label_png(pred_path, "prediction")
     if gt.shape != pred.shape:
@@ -253,7 +260,12 @@ def _pair_confusion(gt_path: Path, pred_path: Path) -> np.ndarray:
     p = LABEL_ID_TO_TRAIN_ID[pred].astype(np.int64).reshape(-1)
     p[p >= k] = k  # void predictions: their own column (false negatives)
     idx = np.where(g < k, g * (k + 1) + p, k * (k + 1))
-    return np.bincount(idx, minlength=k * (k + 1) + 1)[: k * (k + 1)].reshape(k, k + 1)
+    cm = np.bincount(idx, minlength=k * (k + 1) + 1)[: k * (k + 1)].reshape(k, k + 1)
+    return cm, _present(gt), _present(pred)
+
+
+def _present(a: np.ndarray) -> set[int]:
+    return set(np.flatnonzero(np.bincount(a.reshape(-1), minlength=256)).tolist())
 
 
 def score_folder(
@@ -287,23 +299,42 @@ def score_folder(
     index: dict[str, list[Path]] = defaultdict(list)
     for p in pred_dir.rglob("*.png"):
         index[_prefix(p.name)].append(p)
-    pairs = []
+    pairs, missing, ambiguous = [], [], []
     for g in gts:
         prefix = g.name[: -len(LABEL_SUFFIX)]
         found = index.get(prefix, [])
         if not found:
-            raise CityscapesEvalError(f"{g}: no prediction found; expected {pred_dir}/**/{prefix}*.png")
-        if len(found) > 1:
+            missing.append((g, f"{g}: no prediction found; expected {pred_dir}/**/{prefix}*.png"))
+        elif len(found) > 1:
             names = ", ".join(str(f) for f in sorted(found))
-            raise CityscapesEvalError(f"{g}: several predictions match {prefix}*.png: {names}")
-        pairs.append((g, found[0]))
+            ambiguous.append((g, f"{g}: several predictions match {prefix}*.png: {names}"))
+        else:
+            pairs.append((g, found[0]))
+    # Every missing / ambiguous prediction at once: the first in full, then the count and names.
+    for problems, what in ((missing, "ground-truth files without a prediction"), (ambiguous, "ambiguous")):
+        if problems:
+            more = f"; {len(problems)} {what} in all: {ids_text([g.name for g, _ in problems])}"
+            raise CityscapesEvalError(problems[0][1] + (more if len(problems) > 1 else ""))
 
     workers = workers or min(8, os.cpu_count() or 1)
     k = NUM_CLASSES
     confmat = np.zeros((k, k + 1), dtype=np.int64)
+    gt_values: set[int] = set()
+    pred_values: set[int] = set()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for cm in pool.map(lambda gp: _pair_confusion(*gp), pairs):
+        for cm, gv, pv in pool.map(lambda gp: _pair_confusion(*gp), pairs):
             confmat += cm
+            gt_values |= gv
+            pred_values |= pv
+    for role, folder, values in (("ground truth", gt_dir, gt_values), ("predictions", pred_dir, pred_values)):
+        # trainIds 0..18 are valid labelIds too: scored as labelIds they give ~0 mIoU without an error.
+        if looks_like_train_ids(values):
+            raise CityscapesEvalError(
+                f"{folder}: the {role} look like trainIds, not labelIds: every value is in "
+                f"0..{NUM_CLASSES - 1} ({sorted(values)}), including void labelIds that are common "
+                "trainIds; write labelIds (dense.data.cityscapes.train_ids_to_label_ids, or "
+                "dense.evaluation.cityscapes.save_label_ids_png)"
+            )
     miou, iou = iou_from_confusion(confmat)
     return {
         "mIoU": miou,

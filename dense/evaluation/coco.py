@@ -7,8 +7,11 @@ numbers: ``"faster_coco_eval"`` (C++, the default: much faster on 5k images) and
 
 Conventions kept from pycocotools: maxDets (1, 10, 100), crowd annotations are "ignore" regions,
 a stat is ``-1`` when it is undefined (no ground truth in that area range). On top of it: an empty
-result list scores 0 instead of crashing, and results naming images or categories that are not in
-the ground truth raise a ``ValueError`` (they would be silently ignored or assert deep inside).
+result list scores 0 instead of crashing, and results that the two engines would treat differently
+or silently get wrong raise :class:`CocoResultsError` before scoring, naming every offending result:
+not a JSON list of objects, missing keys, a bbox that is not 4 finite numbers, a negative width or
+height, a score that is not a finite number, image or category ids not in the ground truth, exact
+duplicates. So both engines give the same error or the same numbers on any input.
 
 Also here, for the training loop: :func:`detections_to_coco_results` (model outputs -> results)
 and :func:`merge_detections` (results gathered from DDP ranks -> one copy per image).
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,11 +30,13 @@ from typing import Any, Literal
 import numpy as np
 
 from dense.data.jsonfile import read_json
+from dense.data.report import DataError, DataReport
 
 __all__ = [
     "ENGINES",
     "STAT_NAMES",
     "CocoResult",
+    "CocoResultsError",
     "detections_to_coco_results",
     "evaluate_coco",
     "merge_detections",
@@ -53,6 +59,10 @@ STAT_NAMES: tuple[str, ...] = (
 )
 ENGINES = ("faster_coco_eval", "pycocotools")
 Engine = Literal["faster_coco_eval", "pycocotools"]
+
+
+class CocoResultsError(DataError):
+    """Results (or ground truth) that cannot be scored as they are; names every offending result."""
 
 
 @dataclass
@@ -165,31 +175,65 @@ def _load_results(detections: Any) -> tuple[list[dict[str, Any]], str]:
     else:
         dets, where = detections, "results list"
     if not isinstance(dets, list):
-        raise ValueError(f"{where}: COCO results must be a JSON list of objects, got {type(dets).__name__}")
+        raise CocoResultsError(
+            f"{where}: COCO results must be a JSON list of objects, got {type(dets).__name__}"
+        )
+    not_dict = [i for i, d in enumerate(dets) if not isinstance(d, Mapping)]
+    if not_dict:
+        report = DataReport(where)
+        report.error("results are not JSON objects: result indices", not_dict)
+        report.raise_errors(CocoResultsError)
     # Both engines write 'id', 'area', 'segmentation' into the result dicts: work on copies.
     return [dict(d) for d in dets], where
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _check_results(dets: list[dict[str, Any]], gt: dict[str, Any], where: str, gt_where: str) -> None:
+    """Every problem of the results at once (result indices, capped list and count)."""
     img_ids = {im["id"] for im in gt.get("images", [])}
     cat_ids = {c["id"] for c in gt.get("categories", [])}
+    report = DataReport(where)
+    seen: dict[tuple[Any, ...], int] = {}
     for i, d in enumerate(dets):
         missing = [k for k in ("image_id", "category_id", "bbox", "score") if k not in d]
         if missing:
-            raise ValueError(f"{where}: result #{i} lacks {missing}: {d}")
-        if len(d["bbox"]) != 4:
-            raise ValueError(
-                f"{where}: result #{i} has a bbox of length {len(d['bbox'])}, expected [x, y, w, h]"
+            report.error(f"results lack {missing}: result indices", [i])
+            continue
+        box = d["bbox"]
+        if not isinstance(box, list) or len(box) != 4:
+            report.error("results whose bbox is not [x, y, w, h]: result indices", [i])
+        elif not all(_finite(v) for v in box):
+            report.error("results whose bbox holds a non-number, NaN or infinity: result indices", [i])
+        elif box[2] < 0 or box[3] < 0:
+            report.error("results with a negative box width or height: result indices", [i])
+        if not _finite(d["score"]):
+            # pycocotools would rank a NaN score arbitrarily, faster-coco-eval rejects it.
+            report.error("results whose score is not a finite number: result indices", [i])
+        key = (str(d["image_id"]), str(d["category_id"]), str(box), str(d["score"]))
+        if key in seen:
+            report.error(
+                "exact duplicate results (each would count as a second detection): result indices", [i]
             )
+        seen.setdefault(key, i)
+    report.raise_errors(CocoResultsError)
+    _hashable = [
+        d for d in dets if isinstance(d["image_id"], (int, str)) and isinstance(d["category_id"], (int, str))
+    ]
+    if len(_hashable) != len(dets):
+        raise CocoResultsError(f"{where}: image_id and category_id must be integers")
     bad_img = sorted({d["image_id"] for d in dets} - img_ids, key=str)
     if bad_img:
-        raise ValueError(
-            f"{where}: results for image ids not in {gt_where}: {bad_img[:10]}"
-            f"{' ...' if len(bad_img) > 10 else ''}"
+        n = sum(d["image_id"] not in img_ids for d in dets)
+        raise CocoResultsError(
+            f"{where}: {n} results for image ids not in {gt_where}: {bad_img[:10]}"
+            f"{f' ... ({len(bad_img)} ids in all)' if len(bad_img) > 10 else ''}"
         )
     bad_cat = sorted({d["category_id"] for d in dets} - cat_ids, key=str)
     if bad_cat:
-        raise ValueError(
+        raise CocoResultsError(
             f"{where}: results with category ids not in {gt_where}: {bad_cat} "
             f"(valid: {sorted(cat_ids)}); were contiguous labels written instead of dataset ids?"
         )
@@ -229,9 +273,11 @@ def evaluate_coco(
     """
     coco_cls, eval_cls = _engine_classes(engine)
     gt_data, gt_where = _load_gt_dict(gt)
+    if not isinstance(gt_data, Mapping):
+        raise CocoResultsError(f"{gt_where}: expected a COCO instances JSON object")
     for key in ("images", "categories"):
         if key not in gt_data:
-            raise ValueError(f"{gt_where}: missing top-level key '{key}'")
+            raise CocoResultsError(f"{gt_where}: missing top-level key '{key}'")
     dets, where = _load_results(detections)
     _check_results(dets, gt_data, where, gt_where)
     cats = sorted(gt_data["categories"], key=lambda c: c["id"])

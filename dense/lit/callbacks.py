@@ -1,11 +1,16 @@
-"""Training callbacks of `tools/train.py`: checkpoints by epochs / steps / wall time, the RNG state
-carried through checkpoints (so a resumed run continues the same random streams), and the
-divergence check that turns a non-finite loss into a clear failure."""
+"""Training callbacks of `tools/train.py`: checkpoints by epochs / steps / wall time, written
+atomically; the RNG state carried through checkpoints (so a resumed run continues the same random
+streams); the divergence check that turns a non-finite loss into a clear failure (or skips such
+steps up to a limit); and the data-health check that stops a run whose epochs skip too many
+unreadable samples or make no optimizer step."""
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import random
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,22 +19,195 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-__all__ = ["DivergenceError", "DivergenceCheck", "RngState", "checkpoint_callbacks"]
+from dense.data.report import DataError, ids_text
+from dense.errors import UserError
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "DataHealth",
+    "DivergenceCheck",
+    "DivergenceError",
+    "RngState",
+    "checkpoint_callbacks",
+]
+
+log = logging.getLogger(__name__)
 
 
-class DivergenceError(RuntimeError):
-    """The training loss became NaN or infinite."""
+class DivergenceError(UserError, RuntimeError):
+    """The training loss became NaN or infinite (a recipe problem: learning rate, data)."""
 
 
 class DivergenceCheck(Callback):
-    """Stops training with `DivergenceError("diverged at step N: loss is nan")` on a non-finite loss
-    (before its backward pass: a NaN step would only spoil the weights and every later step)."""
+    """Stops training with `DivergenceError("diverged at step N: loss is nan (train/loss_box=nan)")`
+    on a non-finite loss, before its backward pass (a NaN step would only spoil the weights and
+    every later step). The message names the loss terms the module logged for that step.
+
+    Args:
+        max_skipped_steps: instead of stopping, skip up to this many such steps in the whole run
+            (their gradients are dropped: no weight update, no optimizer state change); the next
+            one stops the run. 0: stop at the first.
+    """
+
+    def __init__(self, max_skipped_steps: int = 0) -> None:
+        self.max_skipped_steps = int(max_skipped_steps)
+        self.skipped_steps: list[int] = []
+        self._drop_grads = False
 
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
         value = float(loss.detach())
-        if not math.isfinite(value):
-            raise DivergenceError(f"diverged at step {trainer.global_step}: loss is {value}")
+        if math.isfinite(value):
+            return
+        terms = {
+            k: float(v)
+            for k, v in trainer.callback_metrics.items()
+            if k.startswith("train/loss_") and torch.is_tensor(v) and v.numel() == 1  # the terms, not the sum
+        }
+        bad = {k: v for k, v in terms.items() if not math.isfinite(v)}
+        detail = ", ".join(f"{k}={v}" for k, v in (bad or terms).items())
+        where = (
+            f"step {trainer.global_step} (epoch {trainer.current_epoch}, batch {trainer.fit_loop.batch_idx})"
+        )
+        if len(self.skipped_steps) < self.max_skipped_steps:
+            self.skipped_steps.append(int(trainer.global_step))
+            self._drop_grads = True
+            log.warning(
+                "non-finite loss %s at %s%s: step skipped (%d of at most %d)",
+                value,
+                where,
+                f" ({detail})" if detail else "",
+                len(self.skipped_steps),
+                self.max_skipped_steps,
+            )
+            return
+        skipped = f"; {len(self.skipped_steps)} earlier step(s) skipped" if self.skipped_steps else ""
+        raise DivergenceError(
+            f"diverged at {where}: loss is {value}{f' ({detail})' if detail else ''}{skipped}; the last "
+            "good checkpoint is kept (lower optim.lr, or faults.max_nonfinite_steps=N to skip such steps)"
+        )
+
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
+        if self._drop_grads:
+            # torch optimizers leave parameters without a gradient untouched (momentum included).
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+            self._drop_grads = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"skipped_steps": list(self.skipped_steps)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.skipped_steps = [int(s) for s in state.get("skipped_steps", [])]
+
+
+class DataHealth(Callback):
+    """The training side of the bad-data policy (README, "What happens with bad data").
+
+    Per epoch: samples the data set skipped (unreadable images: ``train_dataset.skipped_files()``)
+    against the samples the epoch used. Stops the run with a `DataError` when more than
+    ``max_skipped_fraction`` of them were skipped, or when the epoch made no optimizer step; else
+    logs the skipped files. :meth:`summary` goes into metrics.json.
+    """
+
+    def __init__(self, max_skipped_fraction: float = 0.1) -> None:
+        if not 0.0 <= float(max_skipped_fraction) <= 1.0:
+            raise ValueError(f"max_skipped_fraction must be in [0, 1], got {max_skipped_fraction}")
+        self.max_skipped_fraction = float(max_skipped_fraction)
+        self.skipped: set[str] = set()
+        self.skipped_per_epoch: list[int] = []
+        self._step0 = 0
+        self._used = 0
+
+    @staticmethod
+    def _dataset(trainer: Trainer) -> Any:
+        ds = getattr(getattr(trainer, "datamodule", None), "train_dataset", None)
+        return ds if hasattr(ds, "skipped_files") else None
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._step0, self._used = trainer.global_step, 0
+        ds = self._dataset(trainer)
+        if ds is not None:
+            ds.reset_skipped()
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if batch is None:
+            return
+        if isinstance(batch, (tuple, list)) and len(batch) == 2:  # detection: (images, targets)
+            self._used += len(batch[1])
+        elif isinstance(batch, dict) and "image" in batch:
+            self._used += int(batch["image"].shape[0])
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        ds = self._dataset(trainer)
+        skipped = ds.skipped_files() if ds is not None else []
+        self.skipped.update(skipped)
+        self.skipped_per_epoch.append(len(skipped))
+        epoch, seen = trainer.current_epoch, self._used + len(skipped)
+        # (an epoch cut short by a stop request, or without batches at all, is not the data's fault)
+        if trainer.global_step == self._step0 and seen and not trainer.should_stop:
+            why = (
+                f"; {len(skipped)} unreadable training images were skipped {ids_text(skipped)}"
+                if skipped
+                else ""
+            )
+            raise DataError(
+                f"epoch {epoch} made no optimizer step ({self._used} samples used){why}: "
+                "check the training images and annotations (python tools/check_data.py data=...)"
+            )
+        if seen and len(skipped) / seen > self.max_skipped_fraction:
+            raise DataError(
+                f"epoch {epoch}: {len(skipped)} of {seen} training samples "
+                f"({100 * len(skipped) / seen:.1f}%) were unreadable and skipped, more than "
+                "faults.max_skipped_fraction="
+                f"{self.max_skipped_fraction}: {ids_text(skipped)}"
+            )
+
+    def summary(self) -> dict[str, Any]:
+        """For metrics.json: skipped samples per epoch and the files, capped."""
+        return {
+            "skipped_samples_per_epoch": list(self.skipped_per_epoch),
+            "skipped_files": sorted(self.skipped)[:100],
+            "num_skipped_files": len(self.skipped),
+        }
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint to a temporary file in its own folder, fsyncs it, then renames it over
+    the target: a process killed while saving leaves the previous checkpoint intact.
+
+    Why not Lightning's own save: it serialises the whole checkpoint into memory, writes it to the
+    system temporary folder and moves it, which is a copy (not atomic) when that folder is on
+    another file system than the run (local /tmp, network run folder), and it never fsyncs.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        try:  # the rename itself survives a power cut once the folder is synced
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError:
+            pass
 
 
 def _transform_rngs(trainer: Trainer) -> list[Any]:

@@ -17,8 +17,28 @@ from typing import Any
 from dense.data.coco import CocoDetection, collate_detection
 from dense.data.det_transforms import PRESETS, build_detection_transform
 from dense.data.info import DatasetInfo
+from dense.data.report import DataError, DataPathError, ids_text
 from dense.data.shapes_coco import ensure_shapes_coco
 from dense.lit.datamodule import TaskDataModule
+
+
+def _check_files(ds: CocoDetection) -> None:
+    """Before any work: every evaluation image must exist (a score on a subset would be wrong) and
+    at least one training image must; a stat per file (decoding is left to tools/check_data.py)."""
+    missing = [r["file_name"] for r in ds._records if not (ds.image_dir / r["file_name"]).is_file()]
+    if not missing:
+        return
+    if not ds.train:
+        raise DataError(
+            f"{ds.image_dir}: {len(missing)} evaluation image(s) of {ds.ann_file} not found "
+            f"{ids_text(missing)}"
+        )
+    if len(missing) == len(ds):
+        raise DataError(
+            f"{ds.image_dir}: none of the {len(ds)} training images of {ds.ann_file} was found "
+            f"{ids_text(missing)}"
+        )
+
 
 __all__ = ["CocoDataModule"]
 
@@ -99,9 +119,7 @@ class CocoDataModule(TaskDataModule):
             if not (path.is_dir() if is_dir else path.is_file())
         ]
         if missing:
-            raise FileNotFoundError(
-                f"missing under data root {self.root}: {', '.join(missing)}. {self.layout}"
-            )
+            raise DataPathError(f"missing under data root {self.root}: {', '.join(missing)}. {self.layout}")
 
     def build_datasets(self, stage: str | None) -> None:
         self._check_paths(stage)
@@ -113,6 +131,7 @@ class CocoDataModule(TaskDataModule):
                 train=False,
                 min_box_size=self.min_box_size,
             )
+            _check_files(self.val_dataset)
         if stage in (None, "fit") and self.train_dataset is None:
             train = CocoDetection(
                 self.train_images,
@@ -123,14 +142,15 @@ class CocoDataModule(TaskDataModule):
                 min_box_size=self.min_box_size,
             )
             if train.cat_ids != self.val_dataset.cat_ids:
-                raise ValueError(
+                raise DataError(
                     f"train and val annotation files have different categories: {self.train_ann} has ids "
                     f"{train.cat_ids}, {self.val_ann} has {self.val_dataset.cat_ids}"
                 )
             if len(train) == 0:
-                raise ValueError(
-                    f"{self.train_ann}: no training images (after dropping images without boxes)"
-                )
+                raise DataError(f"{self.train_ann}: no training images (after dropping images without boxes)")
+            if not any(len(r["boxes"]) for r in train._records):
+                raise DataError(f"{self.train_ann}: not a single usable box in the training annotations")
+            _check_files(train)
             self.train_dataset = train
 
     def info(self) -> DatasetInfo:

@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from dense.data.info import DatasetInfo
+from dense.data.report import DataPathError
 from dense.lit.config import per_process_batch
 
 __all__ = ["TaskDataModule", "per_process_batch", "seed_transform", "worker_init"]
@@ -65,6 +66,10 @@ class TaskDataModule(LightningDataModule):
         synthetic: generate the built-in synthetic data set at `root` in `prepare_data` if needed.
         synthetic_options: keyword arguments of that generator.
         pin_memory: pin host memory (default: when CUDA is available).
+        loader_timeout_s: with worker processes, a batch that takes longer than this is an error
+            (a hung worker, e.g. on a stalled network file system). 0 (default): wait; a worker
+            that dies is still reported within seconds, because torch checks its workers every
+            5 s only while no timeout is set (a timeout replaces that check).
     """
 
     synthetic_name = ""  # the data= option that generates a synthetic set in this layout
@@ -81,6 +86,7 @@ class TaskDataModule(LightningDataModule):
         synthetic: bool = False,
         synthetic_options: Mapping[str, Any] | None = None,
         pin_memory: bool | None = None,
+        loader_timeout_s: float = 0.0,
     ) -> None:
         super().__init__()
         if global_batch_size is None and batch_size is None:
@@ -105,6 +111,7 @@ class TaskDataModule(LightningDataModule):
         self.synthetic = bool(synthetic)
         self.synthetic_options = dict(synthetic_options or {})
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.loader_timeout_s = float(loader_timeout_s)
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
 
@@ -133,7 +140,7 @@ class TaskDataModule(LightningDataModule):
         """Check the root and build the data sets (once; later calls for the same stage are no-ops)."""
         if not self.root.is_dir():
             hint = "" if self.synthetic else f"; data={self.synthetic_name} (synthetic=true) generates one"
-            raise FileNotFoundError(f"data root not found: {self.root}{hint}. {self.layout}")
+            raise DataPathError(f"data root not found: {self.root}{hint}. {self.layout}")
         if stage in (None, "fit") or self.fixed_val_batch_size is None:
             self.batch_size = self._derive_batch(stage)
             self.val_batch_size = self.fixed_val_batch_size or self.batch_size
@@ -186,6 +193,7 @@ class TaskDataModule(LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=workers > 0,  # worker start-up costs seconds per epoch on small CPUs
             worker_init_fn=partial(worker_init, rank=self._rank()) if workers > 0 else None,
+            timeout=self.loader_timeout_s if workers > 0 else 0,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -68,7 +68,10 @@ def run_job(cfg: DictConfig, work: Callable[[DictConfig], float | None]) -> floa
         return work(cfg)
     except Exception as e:
         error = first_line(e)
-        write_status(out, {"status": "failed", "error": error, **describe(cfg)})
+        try:
+            write_status(out, {"status": "failed", "error": error, **describe(cfg)})
+        except OSError as write_error:  # an unwritable output_dir is itself the error being reported
+            log.warning("could not record the failure in %s: %s", out, write_error)
         if not in_multirun():
             raise
         if cfg.get("fail_fast", False):

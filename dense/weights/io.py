@@ -9,10 +9,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from dense.errors import UserError
+
 __all__ = ["WeightsError", "as_state_dict", "how_to_obtain", "load_state_dict_file"]
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """A checkpoint that is missing or does not fit the model it is loaded into."""
 
 
