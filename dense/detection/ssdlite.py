@@ -171,7 +171,8 @@ class Detector(nn.Module):
         return {
             "cls_logits": _flatten([h(m) for h, m in zip(self.cls_head, maps)], self.num_classes),
             "box_deltas": _flatten([h(m) for h, m in zip(self.box_head, maps)], 4),
-            "anchors": self.anchors(tuple(images.shape[-2:]), device=images.device),
+            # int(): a traced export sees plain sizes, so the cached anchors become one constant
+            "anchors": self.anchors(tuple(int(v) for v in images.shape[-2:]), device=images.device),
         }
 
     def grid_sizes(self, image_size: tuple[int, int]) -> list[tuple[int, int]]:
