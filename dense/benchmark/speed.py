@@ -11,6 +11,7 @@ from dense.benchmark.peers import PEERS, build_peer, normalise
 from dense.benchmark.report import print_table
 from dense.benchmark.timing import time_pair
 from dense.classification import build_classifier
+from dense.complexity import count_madds
 
 __all__ = ["speed_table"]
 
@@ -32,6 +33,8 @@ def speed_table(names: list[str], *, threads: int, size: int, iters: int, warmup
             dict(
                 model=name,
                 peer=f"{lib}:{peer_name}",
+                size=size,
+                madds=count_madds(ours, size),
                 dense_ms=td * 1e3,
                 peer_ms=tp * 1e3,
                 ratio=td / tp,

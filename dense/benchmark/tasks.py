@@ -15,6 +15,7 @@ from dense.benchmark.coco_scoring import coco_scoring_table
 from dense.benchmark.peers import normalise, torchvision_pair
 from dense.benchmark.report import console, print_table
 from dense.benchmark.timing import median_seconds, time_pair
+from dense.complexity import count_madds
 from dense.constants import IGNORE_INDEX
 from dense.evaluation.cityscapes import CityscapesMIoU
 
@@ -84,6 +85,7 @@ def detect_tables(*, threads: int, iters: int, warmup: int) -> dict:
     # predict: batch 1, 320x320, transform + network + postprocess; torchvision called the usual way
     img = torch.rand(1, 3, 320, 320)
     rows["predict"] = ratio(*time_pair(ours.predict, tv, img, [img[0]], iters=iters, warmup=warmup))
+    rows["predict"]["madds"] = count_madds(ours, 320, forward="forward")  # the network, no postprocess
 
     # training step: batch 8, loss + backward + SGD step
     g = torch.Generator().manual_seed(0)
@@ -121,6 +123,7 @@ def segment_tables(*, threads: int, iters: int, warmup: int) -> dict:
     n = max(3, iters // 5)
     times = time_pair(ours, lambda x: tv(x)["out"], img, normalise(img), iters=n, warmup=min(warmup, 2))
     rows["inference_1024x2048"] = ratio(*times)
+    rows["inference_1024x2048"]["madds"] = count_madds(ours, (1024, 2048))
 
     # training step: batch 8, 256x512, cross-entropy (void pixels ignored) + backward + SGD step
     g = torch.Generator().manual_seed(0)

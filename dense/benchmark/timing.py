@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
-__all__ = ["interleave", "median_seconds", "time_pair"]
+__all__ = ["interleave", "interleave_many", "median_seconds", "time_pair"]
 
 
 def interleave(a: Callable, b: Callable, xa: Any, xb: Any, *, iters: int, warmup: int) -> tuple[float, float]:
@@ -27,6 +27,23 @@ def interleave(a: Callable, b: Callable, xa: Any, xb: Any, *, iters: int, warmup
             fn(x)
             acc.append(time.perf_counter() - t0)
     return statistics.median(ta), statistics.median(tb)
+
+
+def interleave_many(fns: Mapping[str, Callable[[], Any]], *, iters: int, warmup: int) -> dict[str, float]:
+    """Median seconds per call of each fn(), after `warmup` untimed rounds. Round i starts at the
+    i-th callable (a rotation), so each takes every place in the order equally often."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(iters):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            t0 = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def time_pair(
