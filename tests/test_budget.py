@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from lit_runs import check, run_tool, tiny_segmentation
+from lit_runs import ROOT, check, run_tool, tiny_segmentation
 
 from dense.lit.budget import TrainingBudget, parse_budget
 from dense.lit.schedulers import warmup_linear
@@ -94,7 +94,8 @@ def test_training_ends_by_its_budget_with_the_learning_rate_decayed(tmp_path):
     assert metrics["global_step"] >= 4 and metrics["epoch"] >= 1, metrics  # several epochs, then the budget
     assert metrics["train_time_s"] < 30.0 and not math.isnan(metrics["val/miou"])
     rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
-    lr = [float(r["lr-AdamW/pg1"]) for r in rows if r.get("lr-AdamW/pg1")]
+    column = next(k for k in rows[0] if k.startswith("lr-"))  # LearningRateMonitor's name of group 1
+    lr = [float(r[column]) for r in rows if r.get(column)]
     assert max(lr) > 1e-3 and lr[-1] < 0.2 * max(lr), lr  # warmed up, then decayed with the budget
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
     saved = next(v for k, v in state.items() if k.startswith("TrainingBudget"))
@@ -127,3 +128,24 @@ def test_side_by_side_trains_both_models_for_the_same_budget(tmp_path):
 def test_side_by_side_rejects_unknown_models(tmp_path):
     proc = run_tool(["tools/side_by_side.py", "models=dense,yolo", f"data.root={tmp_path / 'shapes'}"])
     assert proc.returncode == 2 and "side_by_side.py: error: models='dense,yolo'" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer.budget=ten"], "trainer.budget='ten' is not a duration"),
+        (["sched=cosine"], "sched=warmup_cosine needs the run's length in steps.*use sched=linear"),
+        (["trainer.budget=null"], r"trainer.max_epochs=-1 trains without end.*trainer.budget"),
+    ],
+)
+def test_budget_mistakes_are_config_errors(overrides, message):
+    """Caught when the config is checked (before any data or model work), not in the scheduler."""
+    from hydra import compose, initialize_config_dir
+
+    from dense.lit.config import ConfigError, validate_config
+
+    conf = str(ROOT / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(cfg, conf_dir=conf, stage="train")

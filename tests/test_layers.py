@@ -102,6 +102,10 @@ ALLOWED = {
     "evaluation": LEAVES | {"data"},
     "build": LEAVES | {"backbones", "weights", "classification", "detection", "segmentation"},
     "hub": LEAVES | {"build", "weights"},
+    "export": LEAVES
+    | {"backbones", "weights", "classification", "detection", "segmentation", "build", "data", "evaluation"}
+    | {"deploy"},
+    "deploy": set(),  # runs without torch: numpy, onnxruntime, Pillow, OpenCV only
 }
 
 

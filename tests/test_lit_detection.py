@@ -287,7 +287,7 @@ def test_experiment_and_search_configs_compose():
     assert cfg.optim.lr == 0.15 and cfg.data.global_batch_size == 192 and cfg.trainer.devices == 8
     assert cfg.backbone.reduced_tail is True and cfg.trainer.strategy == "ddp"
     assert cfg.data.augment == "ssdlite" and cfg.trainer.max_epochs == 660
-    for overrides in (["trainer=gpu", "optim=adamw", "sched=poly"], ["data=coco"]):
+    for overrides in (["trainer=gpu", "optim=adamw", "sched=poly", "trainer.max_epochs=4"], ["data=coco"]):
         validate_config(_compose(overrides), conf_dir=CONF)
 
 
@@ -444,3 +444,88 @@ def test_checkpoint_of_the_previous_format_still_loads(tiny_module, tmp_path):
     torch.save(ckpt, tmp_path / "odd.ckpt")
     with pytest.raises(ValueError, match="does not fit this version"):
         load_detector_from_checkpoint(tmp_path / "odd.ckpt")
+
+
+# --------------------------------------------------------------------------------------------------
+# deploy: curves.png, tools/export.py, the ONNX runner and tools/predict.py on the run's checkpoint
+# --------------------------------------------------------------------------------------------------
+def test_train_draws_curves_from_its_csv_log(trained, tmp_path):
+    import csv
+
+    from PIL import Image
+
+    from dense.lit.curves import plot_curves, read_curves
+
+    run_dir, _, _ = trained
+    with Image.open(run_dir / "curves.png") as im:  # written by tools/train.py at the end
+        assert im.format == "PNG" and im.width > 500
+    log = run_dir / "csv" / "metrics.csv"
+    curves = read_curves(log)
+    with log.open() as f:
+        rows = list(csv.DictReader(f))
+    for key in ("train/loss", "val/map_50"):
+        expected = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+        assert expected and list(zip(*curves[key])) == expected
+    assert plot_curves(log, tmp_path / "c.png").stat().st_size > 10_000
+
+
+def test_export_tool_runner_scores_as_training_and_int8(trained, tmp_path):
+    """tools/export.py on the run's checkpoint: the float file scored by the runner over the val set
+    gives training's own metrics; the int8 file loads and scores too."""
+    from dense.export.evaluate import COCO_METRIC_NAMES
+    from dense.lit.detection import METRIC_NAMES
+
+    assert COCO_METRIC_NAMES == METRIC_NAMES
+    run_dir, data_root, metrics = trained
+    out = tmp_path / "det.onnx"
+    args = [f"ckpt={metrics['checkpoint']}", f"out={out}", "int8=true", "calib_images=4"]
+    proc = _run(["tools/export.py", *args, f"eval_root={data_root}", "threads=1"])
+    _check(proc)
+    assert out.is_file() and out.with_suffix(".int8.onnx").is_file()
+    scores = json.loads(out.with_suffix(".metrics.json").read_text())
+    ours = scores[str(out)]
+    for key in ("val/map", "val/map_50"):
+        assert ours[key] == pytest.approx(metrics[key], abs=2e-3), key
+    int8 = scores[str(out.with_suffix(".int8.onnx"))]
+    assert 0.0 <= int8["val/map_50"] <= 1.0 and int8["num_images"] == ours["num_images"] == 4
+
+
+def test_export_and_predict_tools_reject_mistakes(tmp_path):
+    bad = tmp_path / "notes.ckpt"
+    bad.write_text("hello")
+    for args in (
+        ["tools/export.py", f"ckpt={tmp_path / 'missing.ckpt'}"],
+        ["tools/export.py", f"ckpt={bad}"],
+        ["tools/export.py", f"ckpt={bad}", "format=tflite"],
+        ["tools/export.py", "colour=red"],
+        ["tools/predict.py", f"ckpt={bad}", f"input={tmp_path}", f"output={tmp_path / 'o'}"],
+    ):
+        proc = _run(args)
+        assert proc.returncode == 2, (args, proc.stderr[-2000:])
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "error:" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_predict_tool_draws_every_picture_with_both_backends(trained, tmp_path):
+    from PIL import Image
+
+    _, data_root, metrics = trained
+    pictures = sorted((data_root / "val2017").glob("*.jpg"))
+    for backend in ("torch", "onnx"):
+        out = tmp_path / backend
+        _check(
+            _run(
+                [
+                    "tools/predict.py",
+                    f"ckpt={metrics['checkpoint']}",
+                    f"input={data_root / 'val2017'}",
+                    f"output={out}",
+                    f"backend={backend}",
+                    "score_threshold=0",
+                ]
+            )
+        )
+        for p in pictures:
+            with Image.open(p) as src, Image.open(out / f"{p.stem}.png") as drawn:
+                assert drawn.size == src.size
+                assert drawn.convert("RGB").tobytes() != src.convert("RGB").tobytes()  # boxes drawn

@@ -188,13 +188,13 @@ def test_segment_task_defaults_compose():
     assert cfg.trainer.check_val_every_n_epoch == 4
     assert cfg.data.num_workers == 0 and cfg.data.global_batch_size == 4 and list(cfg.data.crop) == [256, 256]
     # the command line still picks any optimizer / schedule
-    cfg = _compose(["task=segment", "optim=sgd", "sched=cosine", "head=raspp"])
+    cfg = _compose(["task=segment", "optim=sgd", "sched=cosine", "head=raspp", "trainer.max_epochs=13"])
     assert cfg.optim._target_ == "torch.optim.SGD" and cfg.sched._target_.endswith("warmup_cosine")
     validate_config(cfg, conf_dir=CONF)
     # detection keeps its own defaults
     det = _compose([])
     assert det.task.name == "detect" and det.head.name == "ssdlite"
-    assert det.optim._target_ == "torch.optim.AdamW" and det.sched._target_.endswith("warmup_cosine")
+    assert det.optim._target_ == "torch.optim.AdamW" and det.sched._target_.endswith("warmup_linear")
     # the paper recipe and the real data set
     exp = _compose(["experiment=lraspp_cityscapes"])
     validate_config(exp, conf_dir=CONF)
@@ -498,3 +498,21 @@ def test_training_learns_shapes_cityscapes(tmp_path):
         if row.split(",")[header.index("train/loss")]
     ]
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+# --------------------------------------------------------------------------------------------------
+# deploy: tools/export.py and the ONNX runner on the run's checkpoint
+# --------------------------------------------------------------------------------------------------
+def test_export_tool_runner_scores_as_training(trained, tmp_path):
+    """Exported at the val pictures' size (64x128 here), the runner over the val set gives
+    training's mIoU; curves.png shows the mIoU."""
+    run_dir, data_root, metrics = trained
+    assert (run_dir / "curves.png").is_file()
+    out = tmp_path / "seg.onnx"
+    args = [f"ckpt={metrics['checkpoint']}", f"out={out}", "image_size=64,128", f"eval_root={data_root}"]
+    _check(_run(["tools/export.py", *args]))
+    ours = json.loads(out.with_suffix(".metrics.json").read_text())[str(out)]
+    assert ours["num_images"] == 4
+    assert ours["val/miou"] == pytest.approx(metrics["val/miou"], abs=1e-4)
+    proc = _run(["tools/export.py", f"ckpt={metrics['checkpoint']}", f"out={out}"])
+    assert proc.returncode == 2 and "image_size" in proc.stderr  # segmentation needs its input size

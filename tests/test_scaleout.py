@@ -25,8 +25,14 @@ def _trainer(cfg, tmp_path: Path, **overrides):
     """The composed trainer, built as tools/train.py builds it (nothing is launched yet)."""
     from hydra.utils import instantiate
 
+    from dense.lit.config import trainer_config
+
     return instantiate(
-        cfg.trainer, logger=False, enable_checkpointing=False, default_root_dir=str(tmp_path), **overrides
+        trainer_config(cfg),
+        logger=False,
+        enable_checkpointing=False,
+        default_root_dir=str(tmp_path),
+        **overrides,
     )
 
 
@@ -272,7 +278,16 @@ def test_ddp_cpu_training_writes_once_and_repeats(tmp_path):
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
 
     assert sorted(p.name for p in run_a.iterdir()) == sorted(
-        [".hydra", "checkpoints", "csv", "metrics.json", "tb", "train.log", "train_ddp_process_1.log"]
+        [
+            ".hydra",
+            "checkpoints",
+            "csv",
+            "curves.png",
+            "metrics.json",
+            "tb",
+            "train.log",
+            "train_ddp_process_1.log",
+        ]
     )
     ckpts = sorted(p.name for p in (run_a / "checkpoints").iterdir())
     assert ckpts == sorted(["last.ckpt", Path(a["best_checkpoint"]).name])

@@ -31,7 +31,16 @@ except ImportError:  # running from a checkout without `pip install -e .`
 import hydra
 from omegaconf import DictConfig
 
-from dense.lit.config import ConfigError, datamodule_kwargs, json_safe, tidy_logging, validate_config
+from dense.errors import UserError, exit_user_error
+from dense.lit.config import (
+    ConfigError,
+    check_data_root,
+    datamodule_kwargs,
+    json_safe,
+    tidy_logging,
+    trainer_config,
+    validate_config,
+)
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 log = logging.getLogger("dense.eval")
@@ -69,7 +78,11 @@ def evaluate(cfg: DictConfig) -> float | None:
 
     callbacks = [RichProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
     trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=False, enable_checkpointing=False, default_root_dir=str(out)
+        trainer_config(cfg),
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        default_root_dir=str(out),
     )
     trainer.validate(module, datamodule=datamodule, verbose=False)
     if not trainer.is_global_zero:
@@ -124,10 +137,10 @@ def _check_classes(trained: Any, data: Any) -> None:
 def main(cfg: DictConfig) -> float | None:
     try:
         validate_config(cfg, conf_dir=CONF_DIR, stage="eval")
+        check_data_root(cfg)
         return evaluate(cfg)
-    except ConfigError as e:
-        print(f"eval.py: config error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except UserError as e:  # config, data or checkpoint: one line, exit status 2
+        exit_user_error("eval.py", e)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,15 @@ except ImportError:  # running from a checkout without `pip install -e .`
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dense.lit.config import ConfigError, datamodule_kwargs, tidy_logging, validate_config
+from dense.errors import UserError, exit_user_error
+from dense.lit.config import (
+    check_data_root,
+    check_output_dir,
+    datamodule_kwargs,
+    tidy_logging,
+    trainer_config,
+    validate_config,
+)
 from dense.sweep import dirname  # noqa: F401  (the dense_subdir resolver of hydra.sweep.subdir)
 from dense.sweep.cost import input_size, model_cost
 from dense.sweep.ddp import children_run_this_job, job_process_group
@@ -59,7 +67,14 @@ def train(cfg: DictConfig, job_start: float | None = None) -> float | None:
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from dense.lit.budget import TrainingBudget, parse_budget
-    from dense.lit.callbacks import DivergenceCheck, RngState, checkpoint_callbacks
+    from dense.lit.callbacks import (
+        AtomicCheckpointIO,
+        DataHealth,
+        DivergenceCheck,
+        RngState,
+        checkpoint_callbacks,
+    )
+    from dense.lit.checkpoint import check_checkpoint, read_checkpoint
 
     tidy_logging()
     pl.seed_everything(cfg.seed, workers=True)
@@ -78,19 +93,25 @@ def train(cfg: DictConfig, job_start: float | None = None) -> float | None:
     checkpoints = checkpoint_callbacks(out / "checkpoints", monitor, mode, **cfg.checkpoint)
     checkpoint = checkpoints[0]  # the best by the monitor
     callbacks: list[Any] = [*checkpoints, LearningRateMonitor(logging_interval="step")]
-    callbacks += [DivergenceCheck(), RngState()]
+    faults = cfg.get("faults") or {}  # the bad-data / divergence limits (README: bad data)
+    data_health = DataHealth(faults.get("max_skipped_fraction", 0.1))
+    callbacks += [DivergenceCheck(faults.get("max_nonfinite_steps", 0)), RngState(), data_health]
     budget_s = parse_budget(cfg.trainer.get("budget"))  # the whole job's wall-clock time
     if budget_s is not None:  # Lightning's Timer, sized when training starts
         callbacks.append(TrainingBudget(budget_s, job_start=job_start or time.monotonic()))
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar())
     loggers = [TensorBoardLogger(out, name="tb", version=""), CSVLogger(out, name="csv", version="")]
-    trainer_cfg = OmegaConf.masked_copy(cfg.trainer, [k for k in cfg.trainer if k != "budget"])
-    trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers, default_root_dir=str(out))
+    plugins = [AtomicCheckpointIO()]  # temp file + rename: a kill while saving keeps the last good file
+    trainer = instantiate(
+        trainer_config(cfg), callbacks=callbacks, logger=loggers, default_root_dir=str(out), plugins=plugins
+    )
     children_run_this_job()  # DDP ranks 1.. of a multirun job run that job only
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
+    if cfg.ckpt:  # a file that is not this task's checkpoint: say what it is before Lightning fails on it
+        check_checkpoint(read_checkpoint(cfg.ckpt), cfg.ckpt, cfg.task.name)
     started = time.perf_counter()
     # weights_only whatever torch's default: our checkpoints hold plain types only.
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt, weights_only=True)
@@ -120,17 +141,26 @@ def train(cfg: DictConfig, job_start: float | None = None) -> float | None:
         "interrupted": bool(trainer.interrupted),
         "train_time_s": train_time,
         "budget_s": budget_s,
+        **data_health.summary(),
         **model_cost(module.model, cfg.task.name, input_size(cfg), cfg.cost.latency_runs),
         **describe(cfg),
     }
     path = write_status(out, metrics)
     log.info("metrics written to %s (%s = %s)", path, cfg.optimized_metric, metrics.get(cfg.optimized_metric))
+    try:  # a picture of the run; failing to draw it must not fail a finished run
+        from dense.lit.curves import plot_curves
+
+        plot_curves(out / "csv" / "metrics.csv", out / "curves.png", title=out.name)
+    except Exception as e:  # noqa: BLE001
+        log.warning("curves.png not written: %s", e)
     return module.last_metrics.get(cfg.optimized_metric)
 
 
 def validate_and_train(cfg: DictConfig) -> float | None:
     job_start = time.monotonic()  # trainer.budget counts from here, data preparation included
     validate_config(cfg, conf_dir=CONF_DIR, stage="train")  # before any data or model work
+    check_data_root(cfg)
+    check_output_dir(cfg.output_dir)
     with job_process_group():
         return train(cfg, job_start)
 
@@ -140,9 +170,8 @@ def main(cfg: DictConfig) -> float | None:
     try:
         # A multirun records a failed job (metrics.json) and goes on; see dense.sweep.job.
         return run_job(cfg, validate_and_train)
-    except ConfigError as e:  # single runs only: a multirun records it
-        print(f"train.py: config error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except UserError as e:  # single runs only: a multirun records it
+        exit_user_error("train.py", e)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from datetime import timedelta
 from typing import Any
@@ -21,36 +20,11 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Timer
 
+from dense.lit.config import parse_budget  # no Lightning there: the config checks use it too
+
 __all__ = ["TrainingBudget", "find_budget", "parse_budget"]
 
 log = logging.getLogger("dense.budget")
-
-_UNITS = {"h": 3600.0, "min": 60.0, "m": 60.0, "s": 1.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|min|m|s)")
-
-
-def parse_budget(value: Any) -> float | None:
-    """Seconds of a budget: "10min", "90s", "1h30min", "1.5h", "00:09:30" or a number of minutes;
-    None / "" / "null" -> None. A ValueError names the value otherwise."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null", "none")):
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value) * 60.0
-    else:
-        text = str(value).strip().lower().replace(" ", "")
-        if re.fullmatch(r"\d+:\d{1,2}:\d{1,2}", text):
-            h, m, s = (int(x) for x in text.split(":"))
-            seconds = h * 3600.0 + m * 60.0 + s
-        elif _PART.sub("", text) == "" and text:
-            seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
-        else:
-            raise ValueError(
-                f"trainer.budget={value!r} is not a duration: write e.g. 10min, 90s, 1h30min, 1.5h, "
-                "00:09:30 or a number of minutes"
-            )
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"trainer.budget={value!r} must be a positive duration")
-    return seconds
 
 
 class TrainingBudget(Timer):

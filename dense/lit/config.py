@@ -10,20 +10,31 @@ the default ``head`` and ``data``; every ``head`` and ``data`` option names the 
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from dense.errors import UserError
+
 __all__ = [
+    "TRAINER_KEYS",
     "ConfigError",
+    "parse_budget",
+    "check_data_root",
+    "check_output_dir",
     "per_process_batch",
     "datamodule_kwargs",
     "group_options",
     "json_safe",
     "tidy_logging",
+    "trainer_config",
     "validate_config",
 ]
 
@@ -31,9 +42,50 @@ TASKS = ("detect", "segment")
 # Keys of the `data` group that describe the option rather than being datamodule arguments.
 _DATA_META_KEYS = ("task",)
 
+# The arguments of lightning.pytorch.Trainer (tests/test_reliability_tools.py checks this list against
+# the installed Lightning), and `budget`, the job's time budget that tools/train.py handles itself.
+# Listed, not read from Lightning, so a wrong key fails in a second, before torch is imported.
+TRAINER_KEYS = frozenset(
+    """_target_ budget accelerator strategy devices num_nodes precision logger callbacks fast_dev_run
+    max_epochs min_epochs max_steps min_steps max_time limit_train_batches limit_val_batches
+    limit_test_batches limit_predict_batches overfit_batches val_check_interval check_val_every_n_epoch
+    num_sanity_val_steps log_every_n_steps enable_checkpointing enable_progress_bar enable_model_summary
+    accumulate_grad_batches gradient_clip_val gradient_clip_algorithm deterministic benchmark
+    inference_mode use_distributed_sampler profiler detect_anomaly barebones plugins sync_batchnorm
+    reload_dataloaders_every_n_epochs default_root_dir enable_autolog_hparams model_registry""".split()
+)
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """The composed configuration is inconsistent (the message says which keys and how to fix)."""
+
+
+_UNITS = {"h": 3600.0, "min": 60.0, "m": 60.0, "s": 1.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|min|m|s)")
+
+
+def parse_budget(value: Any) -> float | None:
+    """Seconds of a budget: "10min", "90s", "1h30min", "1.5h", "00:09:30" or a number of minutes;
+    None / "" / "null" -> None. A ValueError names the value otherwise."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "null", "none")):
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value) * 60.0
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        if re.fullmatch(r"\d+:\d{1,2}:\d{1,2}", text):
+            h, m, s = (int(x) for x in text.split(":"))
+            seconds = h * 3600.0 + m * 60.0 + s
+        elif _PART.sub("", text) == "" and text:
+            seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
+        else:
+            raise ValueError(
+                f"trainer.budget={value!r} is not a duration: write e.g. 10min, 90s, 1h30min, 1.5h, "
+                "00:09:30 or a number of minutes"
+            )
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"trainer.budget={value!r} must be a positive duration")
+    return seconds
 
 
 def per_process_batch(global_batch: int, devices: int, num_nodes: int = 1, accumulate: int = 1) -> int:
@@ -132,6 +184,7 @@ def validate_config(
                 "dilated, the papers' setting) or 32 (plain)"
             )
 
+    _check_trainer(cfg.get("trainer"), stage, (cfg.get("sched") or {}).get("_target_"))
     if stage == "train":
         _check_batch(cfg)
         lr = cfg.get("optim", {}).get("lr")
@@ -148,6 +201,82 @@ def validate_config(
             raise ConfigError(f"ckpt={ckpt}: no such checkpoint")
     else:
         raise ValueError(f"unknown stage {stage!r}")
+
+
+def _check_trainer(trainer: Any, stage: str, sched: str | None = None) -> None:
+    """Unknown trainer keys (a typo given as `+trainer.key=...` would fail inside Lightning) and a
+    training length that never ends."""
+    if not isinstance(trainer, DictConfig):
+        return
+    unknown = sorted(set(trainer.keys()) - TRAINER_KEYS)
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(TRAINER_KEYS), n=3, cutoff=0.6)
+            hints.append(f"trainer.{key}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        raise ConfigError(
+            f"unknown trainer key(s): {'; '.join(hints)}; valid keys are the arguments of "
+            "lightning.pytorch.Trainer and trainer.budget"
+        )
+    if stage != "train":
+        return
+    epochs, steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    endless = epochs is not None and epochs < 0 and (steps is None or steps <= 0)
+    try:
+        budget = parse_budget(trainer.get("budget"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if endless and budget is None:
+        raise ConfigError(
+            f"trainer.max_epochs={epochs} trains without end, and the schedule needs a length: set "
+            "trainer.budget (a time budget) or trainer.max_steps=N, or give trainer.max_epochs=N"
+        )
+    if endless and sched and not sched.endswith("warmup_linear"):
+        # cosine / poly are laid out over a step count, which an open-ended run does not have
+        raise ConfigError(
+            f"sched={sched.rsplit('.', 1)[-1]} needs the run's length in steps, but trainer.max_epochs="
+            f"{epochs} ends the run by trainer.budget: use sched=linear (it follows the budget) or set "
+            "trainer.max_epochs=N"
+        )
+
+
+def trainer_config(cfg: DictConfig) -> DictConfig:
+    """The ``trainer`` group as ``lightning.pytorch.Trainer``'s arguments: without ``budget``, which
+    the tools turn into a callback (`dense.lit.budget.TrainingBudget`)."""
+    return OmegaConf.masked_copy(cfg.trainer, [k for k in cfg.trainer if k != "budget"])
+
+
+def check_data_root(cfg: DictConfig) -> None:
+    """The data root of a non-synthetic data set must exist: checked by the tools before anything
+    heavy is imported (the datamodule checks the layout under it)."""
+    data = cfg.get("data")
+    if data is None or data.get("synthetic", False) or data.get("root") is None:
+        return
+    root = Path(str(data.root)).expanduser()
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "not found"
+        raise ConfigError(
+            f"data root {what}: data.root={root} (set data.root=PATH; data=shapes_coco or "
+            "data=shapes_cityscapes generate a small synthetic data set)"
+        )
+
+
+def check_output_dir(path: str | os.PathLike, *, min_free_mb: float = 100.0) -> None:
+    """The run directory must be writable and have some free space, checked before training (a
+    failure at the first checkpoint would lose the work)."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"output_dir={out} is not writable: {e.strerror or e}") from None
+    free_mb = shutil.disk_usage(out).free / 2**20
+    if free_mb < min_free_mb:
+        raise ConfigError(
+            f"output_dir={out}: only {free_mb:.0f} MiB free on its disk; checkpoints and logs need more "
+            f"(at least {min_free_mb:.0f} MiB)"
+        )
 
 
 def _check_batch(cfg: DictConfig) -> None:
