@@ -58,13 +58,14 @@ def lightning_optimizers(
         return optimizer
     kwargs: dict[str, Any] = {}
     budget = find_budget(trainer)
-    if _names(scheduler, "budget"):  # follows the wall-clock budget (dense.lit.budget) when there is one
+    follows_budget = _names(scheduler, "budget")  # the wall-clock budget (dense.lit.budget), if any
+    if follows_budget:
         kwargs["budget"] = budget
-    open_ended = not math.isfinite(trainer.estimated_stepping_batches)
-    if open_ended and budget is not None and _names(scheduler, "budget"):
+    total = trainer.estimated_stepping_batches  # computed once: Lightning recounts it on each access
+    open_ended = not math.isfinite(total)
+    if open_ended and budget is not None and follows_budget:
         kwargs["total_steps"] = None  # the budget alone sets the length
     elif _accepts(scheduler, "total_steps") or _accepts(scheduler, "steps_per_epoch"):
-        total = trainer.estimated_stepping_batches
         if open_ended:
             raise ValueError(
                 "this learning-rate schedule needs the run's length in steps, but trainer.max_epochs and "
