@@ -213,8 +213,8 @@ _KILLED_WORKER = textwrap.dedent(
     started = time.monotonic()
     try:
         list(loader)
-    except RuntimeError as e:
-        print(f"{time.monotonic() - started:.1f} s: {e}")
+    except (RuntimeError, ConnectionResetError) as e:
+        print(f"{time.monotonic() - started:.1f} s: {type(e).__name__}: {e}")
     """
 )
 
@@ -226,9 +226,12 @@ def test_a_killed_loader_worker_is_an_error_not_a_hang(tmp_path: Path) -> None:
         [sys.executable, "-c", _KILLED_WORKER, str(tmp_path)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    # torch names it from its SIGCHLD handler ("is killed by signal") or its 5-second check of the
-    # workers ("exited unexpectedly"), whichever sees it first
-    dead = r"^(\d+\.\d) s: DataLoader worker \(pid(\(s\))? \d+\) (is killed by signal|exited unexpectedly)"
+    # torch names the worker from its SIGCHLD handler ("is killed by signal") or its 5-second check
+    # ("exited unexpectedly"); when the worker dies while the queue's pipe is in use torch raises a
+    # bare ConnectionResetError instead (seen once in three CI runs): an error, not a hang, but not
+    # a clear one
+    worker = r"RuntimeError: DataLoader worker \(pid(\(s\))? \d+\) (is killed by signal|exited unexpectedly)"
+    dead = rf"^(\d+\.\d) s: ({worker}|ConnectionResetError)"
     found = re.search(dead, proc.stdout, re.M)
     assert found and float(found.group(1)) < 30, proc.stdout[-2000:]
 
