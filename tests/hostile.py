@@ -270,8 +270,14 @@ def cs_label(k: int) -> np.ndarray:
     return lab
 
 
-def cityscapes_set(root: Path, split: str = "train") -> Path:
-    for k, stem in enumerate(CS_STEMS):
+def cs_stems(n: int = len(CS_STEMS)) -> list[str]:
+    """`CS_STEMS`, then `cologne_<k>_000019` up to `n` stems."""
+    return [*CS_STEMS, *(f"cologne_{k:06d}_000019" for k in range(max(0, n - len(CS_STEMS))))][:n]
+
+
+def cityscapes_set(root: Path, split: str = "train", n: int = len(CS_STEMS)) -> Path:
+    """A valid Cityscapes-layout split of `n` (>= 4) image / labelIds pairs of CS_W x CS_H."""
+    for k, stem in enumerate(cs_stems(n)):
         img, lab = cs_paths(root, stem, split)
         img.parent.mkdir(parents=True, exist_ok=True)
         lab.parent.mkdir(parents=True, exist_ok=True)
@@ -287,3 +293,61 @@ def cs_train_ids(lab: np.ndarray) -> np.ndarray:
 
 def cs_label_ids(train_ids: np.ndarray) -> np.ndarray:
     return train_ids_to_label_ids(train_ids)
+
+
+# Cityscapes image breakers: each rewrites one *_leftImg8bit.png and returns what the loader should
+# give (HWC uint8 RGB), or None for an image that training skips and evaluation refuses.
+def cs_truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # header intact, pixels cut
+
+
+def cs_zero_byte(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def cs_wrong_size(path: Path) -> None:
+    Image.fromarray(_rgb(201, CS_H, CS_W + 8)).save(path)  # its label stays CS_W x CS_H
+
+
+def _pil_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as f:  # the reference: PIL's own conversion
+        return np.asarray(f.convert("RGB"))
+
+
+def cs_grayscale(path: Path) -> np.ndarray:
+    Image.fromarray(_rgb(202, CS_H, CS_W)[..., 0], "L").save(path)
+    return _pil_rgb(path)
+
+
+def cs_rgba(path: Path) -> np.ndarray:
+    Image.fromarray(np.dstack([_rgb(203, CS_H, CS_W), np.full((CS_H, CS_W), 9, np.uint8)]), "RGBA").save(path)
+    return _pil_rgb(path)  # colour as stored, alpha dropped
+
+
+def cs_png16(path: Path) -> np.ndarray:
+    arr = np.random.default_rng(204).integers(0, 65536, (CS_H, CS_W), dtype=np.uint16)
+    Image.fromarray(arr).save(path)
+    gray = np.rint(arr.astype(np.float64) * 255.0 / 65535.0).astype(np.uint8)  # full range kept
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+def cs_cmyk(path: Path) -> np.ndarray:
+    Image.fromarray(_rgb(205, CS_H, CS_W)).convert("CMYK").save(path, format="JPEG", quality=95)
+    return _pil_rgb(path)  # a CMYK JPEG named .png: read by content
+
+
+CS_IMAGE_BREAKERS = [cs_truncated, cs_zero_byte, cs_wrong_size, cs_grayscale, cs_rgba, cs_png16, cs_cmyk]
+CS_UNREADABLE = {"cs_truncated", "cs_zero_byte", "cs_wrong_size"}
+
+
+def cs_hostile_set(
+    root: Path, breakers=CS_IMAGE_BREAKERS, *, split: str = "train", n: int | None = None
+) -> dict[str, tuple[Path, np.ndarray | None]]:
+    """A Cityscapes split of `n` pairs (default: one per breaker and two intact ones) whose first
+    images are broken, one per breaker. Returns {breaker name: (image path, expected RGB or None)}."""
+    stems = cs_stems(n or len(breakers) + 2)
+    cityscapes_set(root, split, len(stems))
+    return {
+        b.__name__: (cs_paths(root, st, split)[0], b(cs_paths(root, st, split)[0]))
+        for b, st in zip(breakers, stems)
+    }

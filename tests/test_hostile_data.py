@@ -5,16 +5,20 @@ before work starts, a skipped and counted training sample, or a conversion count
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import hostile
 import numpy as np
 import pytest
 import torch
+from lit_runs import run_tool
+from PIL import Image
 
 from dense.data.cityscapes import CityscapesDataError, CityscapesSegmentation
 from dense.data.coco import CocoAnnotationError, CocoDetection, ImageReadError, load_rgb
 from dense.evaluation.coco import evaluate_coco
+from dense.lit.cityscapes_data import collate_segmentation
 from dense.lit.coco_data import CocoDataModule
 
 # ------------------------------------------------------------------------------------------ images
@@ -261,6 +265,7 @@ def test_cityscapes_every_bad_label_is_named(cs_root: Path) -> None:
 
 
 def test_cityscapes_wrong_size_missing_and_rgb_labels_in_one_message(cs_root: Path) -> None:
+    """In evaluation a label whose size differs from its image is an error (training skips it)."""
     from PIL import Image
 
     s0, s1, s2 = hostile.CS_STEMS[:3]
@@ -272,7 +277,7 @@ def test_cityscapes_wrong_size_missing_and_rgb_labels_in_one_message(cs_root: Pa
         hostile.cs_paths(cs_root, s2)[1]
     )
     with pytest.raises(CityscapesDataError) as e:
-        _ds(cs_root)
+        CityscapesSegmentation(cs_root, "train", train=False, cache_dir=False)
     text = str(e.value)
     assert text.startswith(str(hostile.cs_paths(cs_root, s0)[1])) and "differs from image size" in text
     for kind in ("label size differs from image", "image without label", "label not single-channel"):
@@ -305,3 +310,155 @@ def test_loader_batches_stay_finite_with_hostile_images(hostile_set) -> None:
     assert images.shape == (len(ds) - len(hostile.UNREADABLE), 3, 64, 64)
     assert torch.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
     json.dumps([t["image_id"] for t in targets])
+
+
+# ----------------------------------------------------------------- Cityscapes images (bad samples)
+def test_cityscapes_bad_training_images_are_skipped_and_counted_others_converted(tmp_path: Path) -> None:
+    root = tmp_path / "cs"
+    expected = hostile.cs_hostile_set(root)
+    ds = _ds(root)
+    assert len(ds) == len(expected) + 2  # unreadable images stay samples: DataHealth counts them
+    index = {str(s.image): i for i, s in enumerate(ds.samples)}
+    samples = [ds[i] for i in range(len(ds))]
+    for name, (path, want) in expected.items():
+        sample = samples[index[str(path)]]
+        if name in hostile.CS_UNREADABLE:
+            assert sample is None, name  # skipped, not fatal
+            continue
+        assert sample is not None, name
+        # 8-bit RGB exactly as PIL's convert (16-bit: scaled by 255 / 65535)
+        got = (sample["image"] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    rel = {n: p.relative_to(root / "leftImg8bit" / "train").as_posix() for n, (p, _) in expected.items()}
+    unreadable = sorted(rel[n] for n in hostile.CS_UNREADABLE)
+    assert ds.skipped_files() == unreadable  # counted, by file
+
+    batch = collate_segmentation(samples)
+    assert batch["image"].shape == (len(ds) - 3, 3, hostile.CS_H, hostile.CS_W)
+    assert batch["num_skipped"] == 3 and len(batch["name"]) == len(ds) - 3
+    assert collate_segmentation([None, None]) is None
+    ds.reset_skipped()
+    assert ds.skipped_files() == []
+
+    # the scan report counts every conversion and, with decode, every image training will skip
+    notes = ds.scan_images(decode=True).notes
+    assert ds.report.ok
+
+    def files(key: str) -> list[str]:
+        return [v for k, vs in notes.items() if key in k for v in vs]
+
+    assert files("L images converted") == [rel["cs_grayscale"]]
+    assert files("RGBA images") == [rel["cs_rgba"]] and files("I;16 images") == [rel["cs_png16"]]
+    assert files("CMYK images") == [rel["cs_cmyk"]]
+    skipped = sorted(f.split(" ")[0] for f in files("skipped in training"))
+    assert skipped == unreadable
+
+
+def test_cityscapes_skips_are_collected_from_dataloader_workers(tmp_path: Path) -> None:
+    root = tmp_path / "cs"
+    hostile.cs_hostile_set(root, [hostile.cs_truncated, hostile.cs_zero_byte], n=4)
+    ds = _ds(root)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate_segmentation)
+    batches = list(loader)
+    assert batches[0] is None and batches[1]["image"].shape[0] == 2  # the first two are the broken ones
+    assert ds.skipped_files() == [
+        "aachen/aachen_000000_000019_leftImg8bit.png",
+        "aachen/aachen_000001_000019_leftImg8bit.png",
+    ]
+
+
+def test_cityscapes_bad_evaluation_image_is_an_error_naming_it(tmp_path: Path) -> None:
+    root = tmp_path / "cs"
+    expected = hostile.cs_hostile_set(root, split="val")
+    with pytest.raises(CityscapesDataError) as e:  # header problems: before any work
+        CityscapesSegmentation(root, "val", cache_dir=False)
+    text = str(e.value)
+    zero, wrong = expected["cs_zero_byte"][0], expected["cs_wrong_size"][0]
+    assert text.startswith(str(zero)) and "2 problems in all" in text
+    assert "1 x label size differs from image" in text and wrong.name[:20] in text
+    # with those two fixed, the truncated one (its header is fine) fails when it is read
+    for path in (zero, wrong):
+        Image.fromarray(np.zeros((hostile.CS_H, hostile.CS_W, 3), np.uint8)).save(path)
+    ds = CityscapesSegmentation(root, "val", cache_dir=False)
+    truncated = expected["cs_truncated"][0]
+    i = [s.image for s in ds.samples].index(truncated)
+    with pytest.raises(CityscapesDataError, match=f"^{re.escape(str(truncated))}: cannot read image"):
+        ds[i]
+    assert ds[[s.image for s in ds.samples].index(expected["cs_grayscale"][0])] is not None  # converted
+
+
+def _cs_train(root: Path, run_dir: Path, *extra: str):
+    return run_tool(
+        [
+            "tools/train.py",
+            "task=segment",
+            "data=cityscapes",
+            f"data.root={root}",
+            "+data.scan_cache=false",
+            "backbone=v3_small",
+            "backbone.width_mult=0.35",
+            "data.crop=[32,32]",
+            "data.batch_size=4",
+            "data.val_batch_size=2",
+            "data.num_workers=0",
+            "trainer.max_epochs=1",
+            "trainer.budget=null",
+            "trainer.check_val_every_n_epoch=1",
+            "trainer.num_sanity_val_steps=0",
+            "trainer.enable_progress_bar=false",
+            "cost.latency_runs=0",
+            f"hydra.run.dir={run_dir}",
+            *extra,
+        ],
+        timeout=900,  # ~40 s alone; more when the machine is busy
+    )
+
+
+@pytest.mark.slow
+def test_cityscapes_training_skips_bad_images_and_stops_when_too_many(tmp_path: Path) -> None:
+    """tools/train.py on a Cityscapes folder with a truncated, an empty and a grayscale image of 8."""
+    root = tmp_path / "cs"
+    expected = hostile.cs_hostile_set(
+        root, [hostile.cs_truncated, hostile.cs_zero_byte, hostile.cs_grayscale], n=8
+    )
+    hostile.cityscapes_set(root, "val")
+    proc = _cs_train(root, tmp_path / "ok", "faults.max_skipped_fraction=0.5")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    metrics = json.loads((tmp_path / "ok" / "metrics.json").read_text())
+    rel = sorted(
+        expected[n][0].relative_to(root / "leftImg8bit" / "train").as_posix()
+        for n in ("cs_truncated", "cs_zero_byte")
+    )
+    assert metrics["status"] == "ok" and metrics["global_step"] >= 1
+    assert metrics["skipped_files"] == rel and metrics["skipped_samples_per_epoch"] == [2]
+    assert "skipped 2 unreadable training sample(s) of 8" in proc.stdout + proc.stderr
+
+    # 2 of 8 is more than the default faults.max_skipped_fraction=0.1: a data error, exit status 2
+    proc = _cs_train(root, tmp_path / "stop")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    assert last.startswith("train.py: error: epoch 0: 2 of 8 training samples (25.0%)"), last
+    assert rel[0] in last
+    failed = json.loads((tmp_path / "stop" / "metrics.json").read_text())
+    assert failed["status"] == "failed" and "max_skipped_fraction" in failed["error"]
+
+
+def test_segmentation_step_skips_a_batch_that_skipping_emptied_or_cut_to_one() -> None:
+    from dense import build_model
+    from dense.data.cityscapes import CITYSCAPES_CLASSES
+    from dense.data.info import DatasetInfo
+    from dense.lit.segmentation import SegmentationModule
+
+    model = build_model("segment", backbone="v3_small", head="raspp", num_classes=19, width_mult=0.35)
+    module = SegmentationModule(model, DatasetInfo(num_classes=19, class_names=CITYSCAPES_CLASSES))
+    sample = {
+        "image": torch.rand(3, 32, 32),
+        "mask": torch.zeros(32, 32, dtype=torch.long),
+        "name": "a",
+        "path": "",
+    }
+    assert module.training_step(collate_segmentation([None, None]), 0) is None
+    # one sample left: R-ASPP's BatchNorm on the pooled 1x1 map cannot train on it
+    assert module.training_step(collate_segmentation([sample, None]), 0) is None
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        module.model.loss(module.model(sample["image"][None]), sample["mask"][None])

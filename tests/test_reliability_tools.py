@@ -256,3 +256,17 @@ def test_check_data_cityscapes(tmp_path: Path) -> None:
     proc = run(*args)
     assert_user_error(proc, "check_data.py", "training would not start")
     assert lab.name in proc.stdout and img.name in proc.stdout
+
+
+def test_check_data_cityscapes_counts_conversions_and_training_skips(tmp_path: Path) -> None:
+    root = tmp_path / "cs"
+    hostile.cs_hostile_set(root, [hostile.cs_truncated, hostile.cs_grayscale], n=4)
+    hostile.cityscapes_set(root, "val")
+    args = ["tools/check_data.py", "data=cityscapes", f"data.root={root}", "+data.scan_cache=false"]
+    proc = run(*args, "max_skipped_fraction=0.3")  # 1 of 4 unreadable: training would start
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "1  L images converted to 8-bit RGB: [aachen/aachen_000001_000019_leftImg8bit.png]" in proc.stdout
+    assert "unreadable image files (skipped in training): [aachen/aachen_000000_000019" in proc.stdout
+    proc = run(*args)  # more than the default max_skipped_fraction=0.1
+    assert_user_error(proc, "check_data.py", "training would not start")
+    assert "of 4 training images are unreadable" in proc.stdout

@@ -54,42 +54,44 @@ def _scan_coco(dm: Any, decode: bool, max_skipped: float) -> list[Any]:
         report.source = f"{split}: {ann} ({images})"
         ds.scan_images(decode=decode)
         if train:
-            skipped = {f for k, v in report.notes.items() if "skipped in training" in k for f in v}
-            if len(ds) and len(skipped) / len(ds) > max_skipped:
-                report.error(
-                    f"of {len(ds)} training images are unreadable, more than max_skipped_fraction="
-                    f"{max_skipped} (training would stop in the first epoch):",
-                    sorted(skipped),
-                )
+            _too_many_skipped(report, len(ds), max_skipped)
             if not any(len(r["boxes"]) for r in ds._records):
                 report.error("usable boxes in the training annotations: none", [ann])
         reports.append(report)
     return reports
 
 
-def _scan_cityscapes(dm: Any, decode: bool) -> list[Any]:
-    from PIL import Image
+def _too_many_skipped(report: Any, n: int, max_skipped: float) -> None:
+    """An error when more than `max_skipped` of the `n` training samples would be skipped."""
+    skipped = {f for k, v in report.notes.items() if "skipped in training" in k for f in v}
+    if n and len(skipped) / n > max_skipped:
+        report.error(
+            f"of {n} training images are unreadable, more than max_skipped_fraction="
+            f"{max_skipped} (training would stop in the first epoch):",
+            sorted(skipped),
+        )
 
+
+def _scan_cityscapes(dm: Any, decode: bool, max_skipped: float) -> list[Any]:
     from dense.data.cityscapes import CityscapesSegmentation
     from dense.data.report import DataReport
 
     reports = []
-    for split in (dm.train_split, dm.val_split):
-        report = DataReport(f"{split}: {dm.root}")
+    for split, train in ((dm.train_split, True), (dm.val_split, False)):
         try:
-            ds = CityscapesSegmentation(dm.root, split, check_values=dm.check_values, cache_dir=dm.scan_cache)
+            ds = CityscapesSegmentation(
+                dm.root, split, train=train, check_values=dm.check_values, cache_dir=dm.scan_cache
+            )
         except UserError as e:
+            report = DataReport(f"{split}: {dm.root}")
             report.error(str(e), [dm.root / "gtFine" / split])
             reports.append(report)
             continue
-        report.counts["images"] = len(ds)
-        if decode:  # labels were decoded by the data set's value check; images only header-checked
-            for s in ds.samples:
-                try:
-                    with Image.open(s.image) as im:
-                        im.load()
-                except (OSError, SyntaxError, ValueError) as e:
-                    report.error("unreadable images:", [f"{s.image} ({e})"])
+        # labels were decoded by the data set's value check; images only header-checked
+        report = ds.scan_images(decode=decode)
+        report.source = f"{split}: {dm.root}"
+        if train:
+            _too_many_skipped(report, len(ds), max_skipped)
         reports.append(report)
     return reports
 
@@ -108,7 +110,9 @@ def check(cfg: DictConfig) -> int:
     if not dm.root.is_dir():
         raise ConfigError(f"data root not found: {dm.root}. {dm.layout}")
     decode, max_skipped = bool(cfg.decode), float(cfg.max_skipped_fraction)
-    reports = _scan_coco(dm, decode, max_skipped) if task == "detect" else _scan_cityscapes(dm, decode)
+    reports = (
+        _scan_coco(dm, decode, max_skipped) if task == "detect" else _scan_cityscapes(dm, decode, max_skipped)
+    )
     for r in reports:
         print(r.format())
     if cfg.get("out"):

@@ -1,4 +1,4 @@
-"""Cityscapes semantic segmentation: label table and a validating torch Dataset.
+"""Cityscapes semantic segmentation: a validating torch Dataset (the label table: cityscapes_labels.py).
 
 Layout (the official one, as downloaded from cityscapes-dataset.com)::
 
@@ -8,12 +8,19 @@ Layout (the official one, as downloaded from cityscapes-dataset.com)::
 Ground truth is stored as *labelIds* (0..33, the ids of ``cityscapesscripts.helpers.labels``);
 training and evaluation use the 19 *trainIds* (0..18) with 255 = ignore. The mapping is taken
 from cityscapesscripts, never retyped, so it is the one the official evaluator uses.
+
+Bad data (README, "What happens with bad data"): a broken layout or label is an error at
+construction; an unreadable, empty or missing image, or one whose size differs from its label, is
+skipped in training (``__getitem__`` returns ``None``, :meth:`CityscapesSegmentation.skipped_files`
+lists it) and an error in evaluation; images that are not 8-bit RGB are converted
+(:func:`dense.data.images.load_rgb`) and counted in :attr:`CityscapesSegmentation.report`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -24,12 +31,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from cityscapesscripts.helpers.labels import labels as _CS_LABELS
 from PIL import Image
 from torch.utils.data import Dataset
 
 from dense.constants import IGNORE_INDEX
-from dense.data.report import DataError, ids_text
+from dense.data.cityscapes_labels import (
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_PALETTE,
+    LABEL_ID_TO_TRAIN_ID,
+    NUM_CLASSES,
+    TRAIN_ID_TO_LABEL_ID,
+    VALID_LABEL_IDS,
+    colorize_train_ids,
+    label_ids_to_train_ids,
+    looks_like_train_ids,
+    train_ids_to_label_ids,
+)
+from dense.data.images import ImageReadError, load_rgb, probe_image
+from dense.data.report import DataError, DataReport, ids_text
+from dense.data.skips import SkipLog, SkippingDataset
 
 __all__ = [
     "CITYSCAPES_CLASSES",
@@ -46,85 +66,11 @@ __all__ = [
     "train_ids_to_label_ids",
 ]
 
-
-# Labels evaluated by the benchmark: ignoreInEval False. Their trainIds are 0..18, one labelId each.
-_EVAL_LABELS = sorted((lb for lb in _CS_LABELS if not lb.ignoreInEval), key=lambda lb: lb.trainId)
-NUM_CLASSES = len(_EVAL_LABELS)
-assert [lb.trainId for lb in _EVAL_LABELS] == list(range(NUM_CLASSES)), "unexpected Cityscapes label table"
-
-CITYSCAPES_CLASSES: tuple[str, ...] = tuple(lb.name for lb in _EVAL_LABELS)
-"""The 19 class names, indexed by trainId (road, sidewalk, ..., bicycle)."""
-
-CITYSCAPES_PALETTE: np.ndarray = np.array([lb.color for lb in _EVAL_LABELS], dtype=np.uint8)
-"""[19, 3] uint8 RGB colours of the official label table, indexed by trainId."""
-
-VALID_LABEL_IDS: frozenset[int] = frozenset(lb.id for lb in _CS_LABELS if lb.id >= 0)
-"""Values a gtFine_labelIds PNG may contain (0..33; 'license plate' has id -1 and is never drawn)."""
-
-
-def _build_label_lut() -> np.ndarray:
-    # 256 entries so a uint8 image can index it directly; anything not evaluated -> 255.
-    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-    for lb in _CS_LABELS:
-        if lb.id >= 0 and not lb.ignoreInEval and 0 <= lb.trainId < NUM_CLASSES:
-            lut[lb.id] = lb.trainId
-    return lut
-
-
-LABEL_ID_TO_TRAIN_ID: np.ndarray = _build_label_lut()
-"""[256] uint8 lookup: labelId -> trainId (0..18), 255 for void / not evaluated / unknown values."""
-
-TRAIN_ID_TO_LABEL_ID: np.ndarray = np.zeros(256, dtype=np.uint8)
-"""[256] uint8 lookup: trainId -> labelId; 255 and any other non-class value -> 0 ('unlabeled')."""
-for _lb in _EVAL_LABELS:
-    TRAIN_ID_TO_LABEL_ID[_lb.trainId] = _lb.id
-
-_COLOR_LUT = np.zeros((256, 3), dtype=np.uint8)
-_COLOR_LUT[:NUM_CLASSES] = CITYSCAPES_PALETTE
-
-
-def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
-    """Map a labelIds array of any shape to trainIds (uint8, 255 = ignore), vectorised.
-
-    Values outside 0..255 (possible in wider integer arrays) map to 255.
-    """
-    a = np.asarray(label_ids)
-    if a.dtype != np.uint8:
-        # a plain uint8 cast would wrap 263 to 7 (road): send out-of-range values to 255 first
-        a = np.where((a >= 0) & (a <= 255), a, IGNORE_INDEX).astype(np.uint8)
-    return LABEL_ID_TO_TRAIN_ID[a]
-
-
-def train_ids_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
-    """Map trainIds (any integer array, 255 or out of range -> 'unlabeled' 0) to uint8 labelIds."""
-    a = np.asarray(train_ids)
-    a = np.where((a >= 0) & (a < NUM_CLASSES), a, IGNORE_INDEX).astype(np.uint8)
-    return TRAIN_ID_TO_LABEL_ID[a]
-
-
-def colorize_train_ids(train_ids: np.ndarray) -> np.ndarray:
-    """[H, W] trainIds -> [H, W, 3] uint8 RGB in the Cityscapes palette (ignore = black)."""
-    a = np.asarray(train_ids)
-    a = np.where((a >= 0) & (a < NUM_CLASSES), a, IGNORE_INDEX).astype(np.uint8)
-    return _COLOR_LUT[a]
+log = logging.getLogger(__name__)
 
 
 class CityscapesDataError(DataError):
     """A Cityscapes folder that is not in the official layout or holds broken files."""
-
-
-# labelIds that are void (not evaluated) but whose numbers are trainIds of common classes
-# (9 parking / terrain, 10 rail track / sky, 14-16 guard rail, bridge, tunnel / truck, bus, train,
-# 18 polegroup / bicycle): rare in real labelIds, frequent in trainIds.
-_TRAIN_ID_TELLS = frozenset({9, 10, 14, 15, 16, 18})
-
-
-def looks_like_train_ids(values: set[int] | frozenset[int]) -> bool:
-    """Whether label values seen over a whole folder look like trainIds (0..18, 255) rather than
-    labelIds: nothing above 18 (real labelIds have sky 23, vegetation 21, car 26 almost
-    everywhere) and one of the void labelIds that are common trainIds (sky is 10)."""
-    values = set(values) - {IGNORE_INDEX}
-    return bool(values) and max(values) < NUM_CLASSES and bool(values & _TRAIN_ID_TELLS)
 
 
 def _raise_all(problems: list[tuple[str, str]]) -> None:
@@ -189,7 +135,7 @@ def _header(path: Path, what: str) -> tuple[tuple[int, int], str]:
         raise CityscapesDataError(f"{path}: cannot read {what} PNG: {e}") from e
 
 
-class CityscapesSegmentation(Dataset):
+class CityscapesSegmentation(SkippingDataset, Dataset):
     """Cityscapes fine annotations for semantic segmentation.
 
     Args:
@@ -205,19 +151,25 @@ class CityscapesSegmentation(Dataset):
         cache_dir: where to cache the value scan, keyed by each label's size and mtime, so an
             edited file is re-read. None: ``$XDG_CACHE_HOME/dense/cityscapes-scan``; False: off.
         num_workers: threads for the value scan (PNG decoding releases the GIL).
+        train: training mode (default: split == "train"): a bad image is skipped, not an error.
 
     Raises:
         CityscapesDataError at construction (before any training step), naming the file and the
         problem: missing folders, no images, an image without its label, a label without its
-        image (always, even when labels are optional), an unreadable PNG, an image that is not
-        RGB, a label that is not single channel, a label whose size differs from its image,
-        label values outside the label table. Images are only header-checked here: a truncated
-        image still fails in ``__getitem__``.
+        image (always, even when labels are optional), an unreadable label PNG, a label that is
+        not single channel, label values outside the label table; in evaluation also an
+        unreadable image and a label whose size differs from its image (in training these are
+        noted in :attr:`report` and skipped). Images are only header-checked here: a truncated
+        image is found in ``__getitem__`` (or by :meth:`scan_images` with ``decode``).
 
-    Each sample is a dict:
-        ``image``: float32 tensor [3, H, W] in [0, 1];
+    Each sample is a dict, or ``None`` for a skipped image in training mode:
+        ``image``: float32 tensor [3, H, W] in [0, 1] (any colour mode converted to 8-bit RGB);
         ``mask``: int64 tensor [H, W] with trainIds 0..18 and 255 = ignore;
         ``name``: ``<city>_<seq>_<frame>``; ``path``: the image path (str).
+
+    Attributes:
+        report: :class:`dense.data.report.DataReport` of the scan: counts, conversions, images
+            that training will skip.
     """
 
     classes = CITYSCAPES_CLASSES
@@ -235,6 +187,7 @@ class CityscapesSegmentation(Dataset):
         check_values: bool = True,
         cache_dir: str | os.PathLike | None | bool = None,
         num_workers: int | None = None,
+        train: bool | None = None,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -242,14 +195,20 @@ class CityscapesSegmentation(Dataset):
         self.split = split
         self.transform = transform
         self.require_labels = split != "test" if require_labels is None else require_labels
+        self.train = split == "train" if train is None else bool(train)
+        self.image_dir = self.root / "leftImg8bit" / split
+        self.report = DataReport(str(self.image_dir))
+        self._unusable: set[str] = set()  # images the scan already found unusable (train mode)
         self.samples = self._scan()
+        # unreadable training images are recorded here (from every DataLoader worker)
+        self.skip_log = SkipLog("dense-cityscapes-skipped-") if self.train else None
         if check_values:
             self._check_label_values(cache_dir, num_workers)
         self._seeded_key: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ scan
     def _scan(self) -> list[CityscapesSample]:
-        img_dir = self.root / "leftImg8bit" / self.split
+        img_dir = self.image_dir
         gt_dir = self.root / "gtFine" / self.split
         if not img_dir.is_dir():
             raise CityscapesDataError(
@@ -282,30 +241,9 @@ class CityscapesSegmentation(Dataset):
                     ("image without label", f"{img}: image has no label; expected {gt_dir / rel}")
                 )
                 continue
-            try:
-                (iw, ih), imode = _header(img, "image")
-                if imode != "RGB":
-                    problems.append(("image not RGB", f"{img}: image mode is {imode}, expected 8-bit RGB"))
-                if lab is not None:
-                    (lw, lh), lmode = _header(lab, "label")
-                    if lmode not in ("L", "P"):
-                        hint = " (is this a _gtFine_color.png?)" if lmode in ("RGB", "RGBA") else ""
-                        problems.append(
-                            (
-                                "label not single-channel",
-                                f"{lab}: label mode is {lmode}, expected a single-channel 8-bit labelIds "
-                                f"PNG{hint}",
-                            )
-                        )
-                    elif (iw, ih) != (lw, lh):
-                        problems.append(
-                            (
-                                "label size differs from image",
-                                f"{lab}: label size {lw}x{lh} differs from image size {iw}x{ih} ({img})",
-                            )
-                        )
-            except CityscapesDataError as e:
-                problems.append(("unreadable PNG", str(e)))
+            problem = self._check_pair(img, lab)
+            if problem is not None:
+                problems.append(problem)
                 continue
             samples.append(CityscapesSample(name=name, image=img, label=lab))
         # A label without its image is a broken download / copy whether or not labels are required.
@@ -313,7 +251,77 @@ class CityscapesSegmentation(Dataset):
             expected = img_dir / orphan.parent.name / (orphan.name[: -len(LABEL_SUFFIX)] + IMAGE_SUFFIX)
             problems.append(("label without image", f"{orphan}: label has no image; expected {expected}"))
         _raise_all(problems)
+        self.report.counts["images"] = len(samples)
+        if samples and len(self._unusable) == len(samples):
+            raise CityscapesDataError(
+                f"{img_dir}: none of the {len(samples)} training images is usable "
+                f"{ids_text(sorted(self._unusable), 5)}"
+            )
+        for kind, items in self.report.notes.items():  # conversions and skips, once per kind
+            log.warning("%s: %d %s %s", img_dir, len(items), kind, ids_text(items, 5))
         return samples
+
+    def _rel(self, image: Path) -> str:
+        """``<city>/<file>``: how reports and skip lists name an image."""
+        return image.relative_to(self.image_dir).as_posix()
+
+    def _skipped_in_training(self, kind: str, image: Path, detail: str) -> None:
+        # kept as a sample: __getitem__ skips it, so DataHealth counts it against the epoch
+        self.report.note(f"{kind} (skipped in training):", [f"{self._rel(image)} ({detail})"])
+        self._unusable.add(self._rel(image))
+
+    def _check_pair(self, img: Path, lab: Path | None) -> tuple[str, str] | None:
+        """Header checks of one image / label pair: a problem (kind, "path: message") to raise, or
+        None (an image that training will skip, or a converted colour mode, is noted in the report)."""
+        try:
+            header = probe_image(img)
+        except ImageReadError as e:
+            if not self.train:
+                return "unreadable PNG", f"{img}: cannot read image PNG: {e.detail}"
+            self._skipped_in_training(e.problem, img, e.detail)
+            return None
+        if header.mode != "RGB":
+            self.report.note(f"{header.mode} images converted to 8-bit RGB:", [self._rel(img)])
+        if lab is None:
+            return None
+        try:
+            (lw, lh), lmode = _header(lab, "label")
+        except CityscapesDataError as e:
+            return "unreadable PNG", str(e)
+        if lmode not in ("L", "P"):
+            hint = " (is this a _gtFine_color.png?)" if lmode in ("RGB", "RGBA") else ""
+            return (
+                "label not single-channel",
+                f"{lab}: label mode is {lmode}, expected a single-channel 8-bit labelIds PNG{hint}",
+            )
+        (iw, ih) = header.size
+        if (iw, ih) != (lw, lh):
+            if not self.train:
+                return (
+                    "label size differs from image",
+                    f"{lab}: label size {lw}x{lh} differs from image size {iw}x{ih} ({img})",
+                )
+            self._skipped_in_training(
+                "images whose size differs from their label", img, f"{iw}x{ih}, label {lw}x{lh}"
+            )
+        return None
+
+    def scan_images(self, *, decode: bool = True) -> DataReport:
+        """Decode every image not already found unusable (finds truncated files) into :attr:`report`:
+        a note ("skipped in training") of a training set, an error of an evaluation set."""
+        if not decode:
+            return self.report
+        for s in self.samples:
+            if self._rel(s.image) in self._unusable:
+                continue
+            try:
+                probe_image(s.image, decode=True)
+            except ImageReadError as e:
+                if self.train:
+                    self._skipped_in_training(e.problem, s.image, e.detail)
+                else:
+                    self.report.error(f"{e.problem}:", [f"{self._rel(s.image)} ({e.detail})"])
+        return self.report
 
     def _check_label_values(self, cache_dir: os.PathLike | str | bool | None, workers: int | None) -> None:
         paths = [s.label for s in self.samples if s.label is not None]
@@ -410,20 +418,40 @@ class CityscapesSegmentation(Dataset):
         self._seeded_key = key
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Raw arrays: image [H, W, 3] uint8 and mask [H, W] uint8 trainIds (255 ignore)."""
+        """Raw arrays: image [H, W, 3] uint8 (any colour mode converted to 8-bit RGB) and mask
+        [H, W] uint8 trainIds (255 ignore).
+
+        Raises:
+            CityscapesDataError: the image (or label) is missing or cannot be decoded, or their
+                sizes differ; the message starts with the file.
+        """
         s = self.samples[index]
-        with Image.open(s.image) as im:
-            # np.array, not np.asarray: PIL's buffer is read-only and torch.from_numpy warns on it
-            image = np.array(im if im.mode == "RGB" else im.convert("RGB"))
+        try:
+            image = load_rgb(s.image)  # a writable copy (torch.from_numpy warns on PIL's buffer)
+        except ImageReadError as e:
+            raise CityscapesDataError(f"{s.image}: cannot read image: {e.detail}") from e
         if s.label is None:
-            mask = np.full(image.shape[:2], IGNORE_INDEX, dtype=np.uint8)
-        else:
+            return image, np.full(image.shape[:2], IGNORE_INDEX, dtype=np.uint8)
+        try:
             with Image.open(s.label) as lb:
                 mask = label_ids_to_train_ids(np.asarray(lb))
+        except (OSError, SyntaxError, ValueError) as e:
+            raise CityscapesDataError(f"{s.label}: cannot decode label PNG: {e}") from e
+        if mask.shape != image.shape[:2]:
+            raise CityscapesDataError(
+                f"{s.image}: image size {image.shape[1]}x{image.shape[0]} differs from label size "
+                f"{mask.shape[1]}x{mask.shape[0]} ({s.label})"
+            )
         return image, mask
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image, mask = self.load(index)
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        try:
+            image, mask = self.load(index)
+        except CityscapesDataError as e:
+            if not self.train:
+                raise
+            self._record_skip(self._rel(self.samples[index].image), str(e))
+            return None
         if self.transform is not None:
             self._reseed_transform()
             out = self.transform(image=image, mask=mask)

@@ -29,8 +29,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
-import weakref
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,12 +36,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from dense.data.images import UNREADABLE, ImageReadError, load_rgb, probe_image
 from dense.data.jsonfile import read_json
 from dense.data.report import DataError, DataReport
-from dense.errors import UserError
+from dense.data.skips import SkipLog, SkippingDataset
 
 __all__ = [
     "CocoAnnotationError",
@@ -60,10 +58,6 @@ class CocoAnnotationError(DataError):
     """The annotation file is malformed or inconsistent (message names the file and the ids)."""
 
 
-class ImageReadError(UserError, OSError):
-    """An image file is missing or cannot be decoded (message names the file)."""
-
-
 def _ids_text(ids: Sequence[Any], limit: int = 10) -> str:
     shown = ", ".join(str(i) for i in list(ids)[:limit])
     more = f" ... ({len(ids)} in all)" if len(ids) > limit else ""
@@ -72,43 +66,6 @@ def _ids_text(ids: Sequence[Any], limit: int = 10) -> str:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as stored (no EXIF rotation) and return uint8 RGB ``[H, W, 3]``.
-
-    Grayscale (``L``, ``1``), grayscale + alpha, RGBA (alpha dropped, colour as stored), palette,
-    CMYK and 16-bit / 32-bit integer or float images are converted to 8-bit RGB; 16-bit values are
-    scaled by 255 / 65535 (so the full 16-bit range maps to the full 8-bit range).
-
-    Raises:
-        ImageReadError: the file is missing or cannot be decoded (truncated, not an image).
-    """
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            im.load()  # decode now, so truncated files fail here and not later
-            mode = im.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-                # 16-bit grayscale (PNG 16-bit opens as I;16 or I depending on Pillow).
-                arr = np.asarray(im).astype(np.float64)
-                arr = np.clip(arr, 0, 65535) * (255.0 / 65535.0)
-                gray = np.rint(arr).astype(np.uint8)
-                return np.repeat(gray[..., None], 3, axis=2)
-            if mode == "F":
-                arr = np.asarray(im, dtype=np.float64)
-                if np.nanmax(arr, initial=0.0) <= 1.0:  # float images in [0, 1]
-                    arr = arr * 255.0
-                gray = np.rint(np.clip(np.nan_to_num(arr), 0, 255)).astype(np.uint8)
-                return np.repeat(gray[..., None], 3, axis=2)
-            if mode == "P" and "transparency" in im.info:
-                im = im.convert("RGBA")  # Pillow wants palette transparency resolved via RGBA
-            rgb = im if im.mode == "RGB" else im.convert("RGB")
-            return np.asarray(rgb, dtype=np.uint8).copy()
-    except FileNotFoundError as e:
-        raise ImageReadError(f"image file not found: {path}") from e
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ImageReadError(f"cannot read image {path}: {e}") from e
 
 
 def _to_chw_float(image: Any) -> torch.Tensor:
@@ -126,7 +83,7 @@ def _to_chw_float(image: Any) -> torch.Tensor:
     return t.float()
 
 
-class CocoDetection(Dataset):
+class CocoDetection(SkippingDataset, Dataset):
     """COCO-format detection data set.
 
     Args:
@@ -174,14 +131,8 @@ class CocoDetection(Dataset):
         data = self._read_json(self.ann_file)
         self._build_categories(data)
         self._build_index(data)
-        self._skip_log: str | None = None
-        self._skipped_local: list[str] = []
-        if train:
-            # DataLoader workers are separate processes: they append to a shared log file so the
-            # main process can report skipped images (an in-memory list would stay in the worker).
-            fd, self._skip_log = tempfile.mkstemp(prefix="dense-coco-skipped-", suffix=".txt")
-            os.close(fd)
-            self._finalizer = weakref.finalize(self, _remove_file, self._skip_log, os.getpid())
+        # unreadable training images are recorded here (from every DataLoader worker)
+        self.skip_log = SkipLog("dense-coco-skipped-") if train else None
 
     # ---------------------------------------------------------------------------------------------
     # loading and validation
@@ -393,21 +344,12 @@ class CocoDetection(Dataset):
         suffix = " (skipped in training)" if self.train else ""
         for r in self._records:
             name, path = r["file_name"], self.image_dir / r["file_name"]
-            if not path.is_file():
-                bad(f"image files not found{suffix}:", [name])
-                continue
-            if path.stat().st_size == 0:
-                bad(f"empty (zero-byte) image files{suffix}:", [name])
-                continue
             try:
-                with Image.open(path) as im:
-                    size, mode, fmt = im.size, im.mode, im.format
-                    orientation = im.getexif().get(0x0112, 1)  # EXIF Orientation
-                    if decode:
-                        im.load()
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-                bad(f"unreadable image files{suffix}:", [f"{name} ({e})"])
+                header = probe_image(path, decode=decode)
+            except ImageReadError as e:
+                bad(f"{e.problem}{suffix}:", [f"{name} ({e.detail})" if e.problem == UNREADABLE else name])
                 continue
+            size, mode, fmt, orientation = header.size, header.mode, header.format, header.orientation
             if (size[1], size[0]) != r["size"]:
                 bad(
                     f"images whose size disagrees with the annotation file{suffix}:",
@@ -427,36 +369,6 @@ class CocoDetection(Dataset):
             if min(size) < 32:
                 report.note("tiny images (a side < 32 px):", [f"{name} ({size[0]}x{size[1]})"])
         return report
-
-    # ---------------------------------------------------------------------------------------------
-    # skipped images (train mode)
-    # ---------------------------------------------------------------------------------------------
-    def _record_skip(self, file_name: str, reason: str) -> None:
-        self._skipped_local.append(file_name)
-        log.warning("skipping unreadable image (%s)", reason)
-        if self._skip_log is not None:
-            # O_APPEND writes of one short line are atomic across processes.
-            with open(self._skip_log, "a") as fh:
-                fh.write(file_name.replace("\n", " ") + "\n")
-
-    def skipped_files(self) -> list[str]:
-        """Sorted unique file names skipped since the last :meth:`reset_skipped`, from all workers."""
-        names = set(self._skipped_local)
-        if self._skip_log is not None and os.path.exists(self._skip_log):
-            with open(self._skip_log) as fh:
-                names.update(line.rstrip("\n") for line in fh if line.strip())
-        return sorted(names)
-
-    def reset_skipped(self) -> None:
-        """Forget skipped files (call at the start of an epoch)."""
-        self._skipped_local.clear()
-        if self._skip_log is not None and os.path.exists(self._skip_log):
-            open(self._skip_log, "w").close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("_finalizer", None)  # only the creating process removes the log file
-        return state
 
     # ---------------------------------------------------------------------------------------------
     # samples
@@ -510,16 +422,6 @@ class CocoDetection(Dataset):
                 "orig_size": r["size"],
             },
         }
-
-
-def _remove_file(path: str, owner_pid: int) -> None:
-    # Forked DataLoader workers inherit the finalizer: only the creating process deletes the log.
-    if os.getpid() != owner_pid:
-        return
-    try:
-        os.remove(path)
-    except OSError:
-        pass
 
 
 def collate_detection(

@@ -37,9 +37,14 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
-def collate_segmentation(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def collate_segmentation(batch: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
     """Stack samples of `CityscapesSegmentation` into `{"image" [N, 3, H, W], "mask" [N, H, W],
-    "name": [str], "path": [str]}`; every image of a batch must have the same size."""
+    "name": [str], "path": [str], "num_skipped": int}`; every image of a batch must have the same
+    size. `None` samples (training images the data set skipped) are dropped and counted in
+    `num_skipped`; `None` when every sample was skipped (the training step is skipped)."""
+    samples = [s for s in batch if s is not None]
+    if not samples:
+        return None
     shapes = {(tuple(s["image"].shape[-2:]), tuple(s["mask"].shape)) for s in samples}
     if len(shapes) > 1:
         names = ", ".join(f"{s['name']} {tuple(s['mask'].shape)}" for s in samples)
@@ -52,6 +57,7 @@ def collate_segmentation(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "mask": torch.stack([s["mask"] for s in samples]),
         "name": [s["name"] for s in samples],
         "path": [s["path"] for s in samples],
+        "num_skipped": len(batch) - len(samples),
     }
 
 
@@ -126,10 +132,12 @@ class CityscapesDataModule(TaskDataModule):
     def generate(self) -> None:
         ensure_shapes_cityscapes(self.root, **self.synthetic_options)
 
-    def _dataset(self, split: str, transform: Any) -> CityscapesSegmentation:
+    def _dataset(self, split: str, transform: Any, train: bool) -> CityscapesSegmentation:
+        # train: a bad image is skipped and counted (DataHealth); val: an error naming it
         return CityscapesSegmentation(
             self.root,
             split,
+            train=train,
             transform=transform,
             require_labels=True,
             check_values=self.check_values,
@@ -138,9 +146,9 @@ class CityscapesDataModule(TaskDataModule):
 
     def build_datasets(self, stage: str | None) -> None:
         if self.val_dataset is None:
-            self.val_dataset = self._dataset(self.val_split, self.val_transform)
+            self.val_dataset = self._dataset(self.val_split, self.val_transform, train=False)
         if stage in (None, "fit") and self.train_dataset is None:
-            self.train_dataset = self._dataset(self.train_split, self.train_transform)
+            self.train_dataset = self._dataset(self.train_split, self.train_transform, train=True)
 
     def info(self) -> DatasetInfo:
         # The 19 evaluated classes of the label table: nothing to read from the files.

@@ -119,30 +119,6 @@ class DetectionModule(TaskModule):
             return None
         return self._shared_step(images, targets, "train")["loss"]
 
-    # --- skipped (unreadable) training images -------------------------------------------------------
-    def _train_dataset(self) -> Any:
-        ds = getattr(getattr(self.trainer, "datamodule", None), "train_dataset", None)
-        if ds is None:
-            ds = getattr(getattr(self.trainer, "train_dataloader", None), "dataset", None)
-        return ds if hasattr(ds, "skipped_files") else None
-
-    def on_train_epoch_start(self) -> None:
-        ds = self._train_dataset()
-        if ds is not None:
-            ds.reset_skipped()
-
-    def on_train_epoch_end(self) -> None:
-        ds = self._train_dataset()
-        if ds is None:
-            return
-        skipped = ds.skipped_files()
-        if skipped:
-            shown = ", ".join(skipped[:20]) + (f" ... ({len(skipped)} in all)" if len(skipped) > 20 else "")
-            rank_zero_warn(
-                f"epoch {self.current_epoch}: skipped {len(skipped)} unreadable training image(s): {shown}"
-            )
-        self.log("train/skipped_images", float(len(skipped)), on_epoch=True, on_step=False, sync_dist=False)
-
     # --- validation -------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         self._val_results = []

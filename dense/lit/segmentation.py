@@ -74,7 +74,14 @@ class SegmentationModule(TaskModule):
         self.last_num_images = 0
 
     # --- training ---------------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> Tensor | None:
+        if batch is None or (batch["image"].shape[0] < 2 and batch.get("num_skipped", 0)):
+            # Every image of the batch was unreadable (collate returned None), or skipping left one:
+            # R-ASPP's BatchNorm on the pooled 1x1 branch cannot train on one sample. Skip the step.
+            # Under DDP every rank must run backward, so a zero loss stands in for the skip there.
+            if world_size() > 1:
+                return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
+            return None
         images, masks = batch["image"], batch["mask"]
         loss = self.model.loss(self.model(images), masks)
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, batch_size=images.shape[0])
