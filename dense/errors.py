@@ -7,17 +7,95 @@ traceback. Anything else is a bug in ``dense`` and keeps its traceback (exit sta
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import signal
 import sys
-from collections.abc import Callable
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ["EXIT_USER_ERROR", "UserError", "exit_user_error", "run_tool"]
+__all__ = [
+    "EXIT_USER_ERROR",
+    "UserError",
+    "WorkerDiedError",
+    "dead_worker",
+    "exit_user_error",
+    "run_tool",
+    "worker_deaths",
+]
 
 EXIT_USER_ERROR = 2
 
 
 class UserError(Exception):
     """Bad input from the user (config, paths, data, files); the message says what and how to fix."""
+
+
+class WorkerDiedError(UserError):
+    """A DataLoader worker process died (killed by a signal: usually the out-of-memory killer).
+    Not a bug of the program but of its environment, so one line and exit status 2 as well."""
+
+
+# torch's words: "DataLoader worker (pid 123) is killed by signal: Killed." (its SIGCHLD handler),
+# "DataLoader worker (pid(s) 123, 124) exited unexpectedly" (its check of the workers).
+_WORKER_DIED = re.compile(
+    r"DataLoader worker \(pid(?:\(s\))? [\d, ]+\) (?:is killed by signal|exited unexpectedly)[^\n]*"
+)
+_LOADER_FILE = os.path.join("torch", "utils", "data", "dataloader.py")
+
+
+def dead_worker(error: BaseException) -> str | None:
+    """torch's report of a dead DataLoader worker in `error` or the errors it was raised from
+    (the report, or the bare error's type), else None.
+
+    A worker that dies while the main process reads its batch (the batch's tensors come through a
+    connection to the worker) can surface as a bare ``ConnectionError`` / ``EOFError`` that torch
+    re-raises from where the loader reads its queue (``_try_get_data``); only there is one a dead
+    worker (the same error raised by a data set inside a worker is re-raised elsewhere).
+    """
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        found = _WORKER_DIED.search(str(e)) if isinstance(e, RuntimeError) else None
+        if found:
+            return found.group(0).rstrip(".")
+        if isinstance(e, (ConnectionError, EOFError)) and any(
+            frame.f_code.co_name == "_try_get_data" and frame.f_code.co_filename.endswith(_LOADER_FILE)
+            for frame, _ in traceback.walk_tb(e.__traceback__)
+        ):
+            return f"{type(e).__name__} while reading a batch from it"
+        e = e.__cause__ or e.__context__
+    return None
+
+
+@contextlib.contextmanager
+def worker_deaths(fix: str, checkpoint: str | os.PathLike | None = None) -> Iterator[None]:
+    """Inside, torch's report of a dead DataLoader worker (`dead_worker`) becomes a
+    `WorkerDiedError` that says `fix` (the settings to lower) and, when the file `checkpoint`
+    exists by then, to resume from it."""
+    try:
+        yield
+    except (RuntimeError, ConnectionError, EOFError) as e:
+        detail = dead_worker(e)
+        if detail is None:
+            raise
+        # torch's SIGCHLD handler raises its own RuntimeError again whenever one more of the
+        # loader's workers exits while this error propagates (the loader is still referenced by
+        # the traceback), which would replace the message below: the run is over, so drop it.
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGCHLD"):
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        resume = ""
+        if checkpoint is not None:
+            last = Path(checkpoint)
+            resume = f"; resume with ckpt={last}" if last.is_file() else "; no checkpoint was written yet"
+        raise WorkerDiedError(
+            f"a DataLoader worker process died ({detail}): often the out-of-memory killer; {fix}{resume}"
+        ) from e
 
 
 def exit_user_error(tool: str, error: BaseException) -> NoReturn:
@@ -27,8 +105,10 @@ def exit_user_error(tool: str, error: BaseException) -> NoReturn:
 
 
 def run_tool(tool: str, main: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``main``; a `UserError` becomes one line on stderr and exit status 2."""
+    """Call ``main``; a `UserError` (a dead DataLoader worker too) becomes one line on stderr and
+    exit status 2."""
     try:
-        return main(*args, **kwargs)
+        with worker_deaths("use fewer DataLoader workers or a smaller batch"):
+            return main(*args, **kwargs)
     except UserError as e:
         exit_user_error(tool, e)

@@ -6,10 +6,12 @@ unreadable samples or make no optimizer step."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
 import random
+import shutil
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +28,7 @@ from dense.errors import UserError
 
 __all__ = [
     "AtomicCheckpointIO",
+    "CheckpointSpaceError",
     "DataHealth",
     "DivergenceCheck",
     "DivergenceError",
@@ -109,7 +112,9 @@ class DataHealth(Callback):
     Per epoch: samples the data set skipped (unreadable images: ``train_dataset.skipped_files()``)
     against the samples the epoch used. Stops the run with a `DataError` when more than
     ``max_skipped_fraction`` of them were skipped, or when the epoch made no optimizer step; else
-    logs the skipped files. :meth:`summary` goes into metrics.json.
+    logs the skipped files and their count (``train/skipped_images``). Batches are detection
+    ``(images, targets)`` or segmentation ``{"image": ...}``; ``None`` (all skipped) uses nothing.
+    :meth:`summary` goes into metrics.json.
     """
 
     def __init__(self, max_skipped_fraction: float = 0.1) -> None:
@@ -166,6 +171,16 @@ class DataHealth(Callback):
                 "faults.max_skipped_fraction="
                 f"{self.max_skipped_fraction}: {ids_text(skipped)}"
             )
+        if skipped:
+            log.warning(
+                "epoch %d: skipped %d unreadable training sample(s) of %d: %s",
+                epoch,
+                len(skipped),
+                seen,
+                ids_text(skipped),
+            )
+        if ds is not None:  # a chart per run, for either task
+            pl_module.log("train/skipped_images", float(len(skipped)), on_step=False, on_epoch=True)
 
     def summary(self) -> dict[str, Any]:
         """For metrics.json: skipped samples per epoch and the files, capped."""
@@ -176,30 +191,99 @@ class DataHealth(Callback):
         }
 
 
+class CheckpointSpaceError(UserError):
+    """The checkpoint folder's disk is full (or would be by this checkpoint); the last good
+    checkpoint is kept."""
+
+
+_SPACE_MARGIN = 16 * 2**20  # room left for the logs and metrics written next to the checkpoints
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a checkpoint dict: about the size of its file."""
+    total, stack = 0, [obj]
+    while stack:
+        x = stack.pop()
+        if torch.is_tensor(x):
+            total += x.numel() * x.element_size()
+        elif isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+    return total
+
+
+def _no_space(error: BaseException) -> bool:
+    """ENOSPC / EDQUOT in `error` or what it was raised from (torch.save reports a failed write of
+    its zip writer as a RuntimeError raised while handling the OSError)."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint to a temporary file in its own folder, fsyncs it, then renames it over
     the target: a process killed while saving leaves the previous checkpoint intact.
+
+    A full disk is a `CheckpointSpaceError` naming the folder, the free and the needed space and
+    the last good checkpoint (to resume from): raised before writing when the free space is below
+    the checkpoint's size (the larger of the previous file written and the tensors' bytes) plus
+    16 MiB, and when a write fails with ENOSPC / EDQUOT (the temporary file is removed).
 
     Why not Lightning's own save: it serialises the whole checkpoint into memory, writes it to the
     system temporary folder and moves it, which is a copy (not atomic) when that folder is on
     another file system than the run (local /tmp, network run folder), and it never fsyncs.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._last_path: Path | None = None  # the last checkpoint this object wrote
+        self._last_size = 0
+
+    def _space_error(self, path: Path, needed: int, free: int | None = None) -> CheckpointSpaceError:
+        folder = path.parent
+        if free is None:
+            free = shutil.disk_usage(folder).free
+        newest = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+        last = next((p for p in [self._last_path, path, *newest] if p is not None and p.is_file()), None)
+        kept = (
+            f"the last good checkpoint is intact at {last} (free some space, then resume with ckpt={last})"
+            if last
+            else "no checkpoint was written yet"
+        )
+        return CheckpointSpaceError(
+            f"checkpoint folder {folder}: {free / 2**20:.0f} MiB free, writing {path.name} needs about "
+            f"{needed / 2**20:.0f} MiB; {kept}"
+        )
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        needed = max(self._last_size, _tensor_bytes(checkpoint)) + _SPACE_MARGIN
+        free = shutil.disk_usage(path.parent).free
+        if free < needed:  # the old file stays until the rename: the new one needs its full size
+            raise self._space_error(path, needed, free)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
+            size = os.path.getsize(tmp)
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as e:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(e, Exception) and _no_space(e):
+                raise self._space_error(path, needed) from e
             raise
+        self._last_path, self._last_size = path, size
         try:  # the rename itself survives a power cut once the folder is synced
             dir_fd = os.open(path.parent, os.O_RDONLY)
             try:
