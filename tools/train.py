@@ -19,6 +19,7 @@ the train time (``"status": "failed"`` and the error instead when the job fails:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -33,7 +34,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dense.errors import UserError, exit_user_error
+from dense.errors import UserError, exit_user_error, worker_deaths
 from dense.lit.config import (
     check_data_root,
     check_output_dir,
@@ -75,6 +76,7 @@ def train(cfg: DictConfig, job_start: float | None = None) -> float | None:
         checkpoint_callbacks,
     )
     from dense.lit.checkpoint import check_checkpoint, read_checkpoint
+    from dense.lit.ema import WeightEMA
 
     tidy_logging()
     pl.seed_everything(cfg.seed, workers=True)
@@ -96,6 +98,11 @@ def train(cfg: DictConfig, job_start: float | None = None) -> float | None:
     faults = cfg.get("faults") or {}  # the bad-data / divergence limits (README: bad data)
     data_health = DataHealth(faults.get("max_skipped_fraction", 0.1))
     callbacks += [DivergenceCheck(faults.get("max_nonfinite_steps", 0)), RngState(), data_health]
+    ema = cfg.get("ema") or {}
+    if ema.get("decay") is not None:  # the weights' moving average: validated and saved (dense.lit.ema)
+        callbacks.append(
+            WeightEMA(ema.decay, update_every=ema.get("update_every", 1), start_step=ema.get("start_step"))
+        )
     budget_s = parse_budget(cfg.trainer.get("budget"))  # the whole job's wall-clock time
     if budget_s is not None:  # Lightning's Timer, sized when training starts
         callbacks.append(TrainingBudget(budget_s, job_start=job_start or time.monotonic()))
@@ -107,21 +114,34 @@ def train(cfg: DictConfig, job_start: float | None = None) -> float | None:
         trainer_config(cfg), callbacks=callbacks, logger=loggers, default_root_dir=str(out), plugins=plugins
     )
     children_run_this_job()  # DDP ranks 1.. of a multirun job run that job only
+    if faults.get("check_memory", True):  # a batch / input that cannot fit: an error now, not an OOM kill
+        from dense.lit.memory import check_training_memory
+
+        optimizer = instantiate(cfg.optim)
+        check_training_memory(model, cfg.task.name, datamodule, trainer, optimizer, info.num_classes)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     if cfg.ckpt:  # a file that is not this task's checkpoint: say what it is before Lightning fails on it
         check_checkpoint(read_checkpoint(cfg.ckpt), cfg.ckpt, cfg.task.name)
+    last = out / "checkpoints" / "last.ckpt"
+
+    def loader_guard() -> Any:  # a killed loader worker (the OOM killer): one clear line, exit 2
+        if datamodule.num_workers == 0:
+            return contextlib.nullcontext()
+        return worker_deaths("lower data.num_workers or data.batch_size", checkpoint=last)
+
     started = time.perf_counter()
     # weights_only whatever torch's default: our checkpoints hold plain types only.
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt, weights_only=True)
+    with loader_guard():
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt, weights_only=True)
     train_time = time.perf_counter() - started
 
-    last = out / "checkpoints" / "last.ckpt"
     if module.last_val_global_step != trainer.global_step:
         # The final weights were not validated (check_val_every_n_epoch, or a resumed finished run):
         # score them now so metrics.json and last.ckpt describe the same model.
-        trainer.validate(module, datamodule=datamodule, verbose=False)
+        with loader_guard():
+            trainer.validate(module, datamodule=datamodule, verbose=False)
         trainer.save_checkpoint(last)
     if not trainer.is_global_zero:
         return module.last_metrics.get(cfg.optimized_metric)
@@ -141,6 +161,7 @@ def train(cfg: DictConfig, job_start: float | None = None) -> float | None:
         "interrupted": bool(trainer.interrupted),
         "train_time_s": train_time,
         "budget_s": budget_s,
+        "ema_decay": ema.get("decay"),  # not null: the metrics and checkpoints are the average's
         **data_health.summary(),
         **model_cost(module.model, cfg.task.name, input_size(cfg), cfg.cost.latency_runs),
         **describe(cfg),

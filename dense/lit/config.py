@@ -136,8 +136,8 @@ def validate_config(
     """Check the composed config before any work starts.
 
     Checks: the task is known; the head and the data set serve that task; the output stride is 16
-    or 32 (segment); the optimizer has a positive
-    learning rate (train); the checkpoint exists (``ckpt`` to resume in train, required in eval).
+    or 32 (segment); the optimizer has a positive learning rate and ``ema.decay`` is null or in
+    (0, 1) (train); the checkpoint exists (``ckpt`` to resume in train, required in eval).
 
     Raises:
         ConfigError: with the offending keys, the valid options and the override that fixes it.
@@ -187,6 +187,7 @@ def validate_config(
     _check_trainer(cfg.get("trainer"), stage, (cfg.get("sched") or {}).get("_target_"))
     if stage == "train":
         _check_batch(cfg)
+        _check_ema(cfg.get("ema"))
         lr = cfg.get("optim", {}).get("lr")
         if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             raise ConfigError(f"optim.lr must be a positive number, got {lr!r}")
@@ -238,6 +239,27 @@ def _check_trainer(trainer: Any, stage: str, sched: str | None = None) -> None:
             f"{epochs} ends the run by trainer.budget: use sched=linear (it follows the budget) or set "
             "trainer.max_epochs=N"
         )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_ema(ema: Any) -> None:
+    """The `ema` block: decay null (off) or strictly between 0 and 1; whole-number step settings."""
+    if not isinstance(ema, DictConfig) or ema.get("decay") is None:
+        return
+    decay = ema.get("decay")
+    if not (_number(decay) and 0 < decay < 1):
+        raise ConfigError(
+            f"ema.decay={decay!r} must be a number between 0 and 1, exclusive (e.g. 0.995: an average "
+            "over about 1 / (1 - decay) = 200 updates), or null for no weight averaging"
+        )
+    every, start = ema.get("update_every", 1), ema.get("start_step")
+    if not (isinstance(every, int) and not isinstance(every, bool) and every >= 1):
+        raise ConfigError(f"ema.update_every={every!r} must be a whole number of optimizer steps >= 1")
+    if start is not None and not (isinstance(start, int) and not isinstance(start, bool) and start >= 0):
+        raise ConfigError(f"ema.start_step={start!r} must be an optimizer step >= 0, or null for the first")
 
 
 def trainer_config(cfg: DictConfig) -> DictConfig:
