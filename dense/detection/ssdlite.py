@@ -24,7 +24,7 @@ from dense.normalize import Normalize
 from dense.weights import load_backbone_weights
 
 from .anchors import PRESETS, AnchorGenerator
-from .loss import LOSSES, ssd_loss
+from .loss import BOX_LOSSES, LOSSES, MATCHERS, ssd_loss
 from .postprocess import postprocess
 
 __all__ = ["Detector", "DetectorConfig", "build_detector"]
@@ -49,6 +49,8 @@ class DetectorConfig:
         over the six maps (SSD paper, eq. 4); (0.2, 0.95) as the papers and torchvision.
     image_size: (H, W) input of the network; `predict` resizes other images to it.
     cls_loss: "softmax" (CE with 3:1 hard negative mining, torchvision) or "focal" (TF, sigmoid).
+    box_loss: "smooth_l1" (on encoded deltas, SSD / torchvision) or "giou" (on decoded boxes).
+    matcher: "iou" (SSD: IoU >= 0.5 plus each box's best anchor) or "atss" (adaptive, ATSS).
     bn_momentum: BatchNorm momentum of every layer; None = SSDLite's 0.03.
     """
 
@@ -60,6 +62,8 @@ class DetectorConfig:
     anchor_scales: tuple[float, float] = (0.2, 0.95)
     image_size: tuple[int, int] = (320, 320)
     cls_loss: str = "softmax"
+    box_loss: str = "smooth_l1"
+    matcher: str = "iou"
     score_thresh: float = 0.001
     nms_thresh: float = 0.55
     max_detections: int = 300
@@ -73,6 +77,10 @@ class DetectorConfig:
             raise ValueError(f"num_classes counts the background and must be >= 2, got {self.num_classes}")
         if self.cls_loss not in LOSSES:
             raise ValueError(f"unknown detection loss {self.cls_loss!r}; valid: {list(LOSSES)}")
+        if self.box_loss not in BOX_LOSSES:
+            raise ValueError(f"unknown box loss {self.box_loss!r}; valid: {list(BOX_LOSSES)}")
+        if self.matcher not in MATCHERS:
+            raise ValueError(f"unknown matcher {self.matcher!r}; valid: {list(MATCHERS)}")
         if self.anchors not in PRESETS:
             raise ValueError(f"unknown anchor preset {self.anchors!r}; valid: {list(PRESETS)}")
         lo, hi = self.anchor_scales
@@ -122,7 +130,8 @@ class Detector(nn.Module):
     inside (as the TF and torchvision SSDLite models).
 
     forward(images) -> {"cls_logits": [N, A, K], "box_deltas": [N, A, 4] (raw head outputs),
-                        "anchors": [A, 4] xyxy pixels of this input size (what the deltas refer to)}
+                        "anchors": [A, 4] xyxy pixels of this input size (what the deltas refer to),
+                        "num_anchors_per_level": [int] * 6, how many of the A each feature map has}
     anchors(image_size) -> [A, 4] xyxy pixels
     loss(outputs, targets) -> {"loss_cls", "loss_box", "loss"}
     predict(images, orig_sizes=None) -> [{"boxes" [D, 4] xyxy pixels, "scores" [D], "labels" [D]}]
@@ -166,13 +175,16 @@ class Detector(nn.Module):
             maps.append(block(maps[-1]))
         return maps
 
-    def forward(self, images: Tensor) -> dict[str, Tensor]:
+    def forward(self, images: Tensor) -> dict[str, Tensor | list[int]]:
         maps = self.feature_maps(images)
+        per_cell = self.anchor_generator.num_anchors_per_location()
         return {
             "cls_logits": _flatten([h(m) for h, m in zip(self.cls_head, maps)], self.num_classes),
             "box_deltas": _flatten([h(m) for h, m in zip(self.box_head, maps)], 4),
             # int(): a traced export sees plain sizes, so the cached anchors become one constant
             "anchors": self.anchors(tuple(int(v) for v in images.shape[-2:]), device=images.device),
+            # the ATSS matcher picks candidates per level (plain ints: no tensor work)
+            "num_anchors_per_level": [int(m.shape[-2] * m.shape[-1]) * a for m, a in zip(maps, per_cell)],
         }
 
     def grid_sizes(self, image_size: tuple[int, int]) -> list[tuple[int, int]]:
@@ -195,6 +207,10 @@ class Detector(nn.Module):
             outputs["anchors"],
             targets,
             kind=self.config.cls_loss,
+            box_loss=self.config.box_loss,
+            matcher=self.config.matcher,
+            num_anchors_per_level=outputs.get("num_anchors_per_level"),
+            anchors_per_location=self.anchor_generator.num_anchors_per_location(),
         )
 
     @torch.inference_mode()
@@ -242,7 +258,8 @@ def build_detector(backbone: str, *, weights: str | None = None, **options) -> D
     """SSDLite over `backbone` ("v1", "v2", "v3_large", "v3_small", "mixnet_s/m/l").
 
     options: the fields of :class:`DetectorConfig` (num_classes, width_mult, reduced_tail, anchors,
-    anchor_scales, image_size, cls_loss, score_thresh, nms_thresh, max_detections, bn_momentum).
+    anchor_scales, image_size, cls_loss, box_loss, matcher, score_thresh, nms_thresh, max_detections,
+    bn_momentum).
     weights: an ImageNet checkpoint for the backbone (see `dense.weights.load_backbone_weights`);
     without it the backbone is initialised N(0, 0.03) as torchvision's SSDLite trained from scratch.
     """
