@@ -90,3 +90,17 @@ def tiny_segmentation(num_train: int = 8) -> list[str]:
         "trainer.enable_progress_bar=false",
         "trainer.budget=null",  # epochs, not the recipe's time budget: the same steps on any machine
     ]
+
+
+def tiny_detection() -> list[str]:
+    """Data overrides of a tiny, fast detection run on generated shapes_coco data (128 px)."""
+    return [
+        "data.synthetic_options.num_train=8",
+        "data.synthetic_options.num_val=4",
+        "data.synthetic_options.image_size=128",
+        "data.batch_size=4",
+        "data.val_batch_size=4",
+        "data.num_workers=0",
+        "head.image_size=128",
+        "trainer.enable_progress_bar=false",
+    ]

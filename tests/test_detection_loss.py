@@ -273,7 +273,7 @@ def test_training_with_giou_and_atss_reduces_the_loss():
 def test_train_tool_with_giou_and_atss_reduces_the_training_loss(tmp_path):
     """tools/train.py end to end with head.box_loss=giou head.matcher=atss on generated shapes:
     the logged training loss falls, validation runs, the checkpoint keeps both switches."""
-    from lit_runs import check, run_tool
+    from lit_runs import check, run_tool, tiny_detection
 
     from dense.lit.checkpoint import load_detector_from_checkpoint
 
@@ -287,19 +287,12 @@ def test_train_tool_with_giou_and_atss_reduces_the_training_loss(tmp_path):
                 "backbone.width_mult=0.35",
                 "head.box_loss=giou",
                 "head.matcher=atss",
-                "head.image_size=128",
                 "trainer.max_epochs=8",
                 "trainer.budget=null",
                 "trainer.check_val_every_n_epoch=8",
                 "trainer.num_sanity_val_steps=0",
                 "trainer.log_every_n_steps=1",
-                "trainer.enable_progress_bar=false",
-                "data.synthetic_options.num_train=8",
-                "data.synthetic_options.num_val=4",
-                "data.synthetic_options.image_size=128",
-                "data.batch_size=4",
-                "data.val_batch_size=4",
-                "data.num_workers=0",
+                *tiny_detection(),
                 f"data.root={tmp_path / 'shapes'}",
                 f"hydra.run.dir={run_dir}",
             ],

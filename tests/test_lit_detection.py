@@ -15,23 +15,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from lit_runs import ROOT, eval_one_and_two_processes, shared_training_run
+from lit_runs import ROOT, eval_one_and_two_processes, shared_training_run, tiny_detection
 from lit_runs import check as _check
 from lit_runs import run_tool as _run
 
 CONF = ROOT / "conf"
 
 # Shared overrides: a tiny, fast configuration of the default training.
-DATA_OVERRIDES = [
-    "data.synthetic_options.num_train=8",
-    "data.synthetic_options.num_val=4",
-    "data.synthetic_options.image_size=128",
-    "data.batch_size=4",
-    "data.val_batch_size=4",
-    "data.num_workers=0",
-    "head.image_size=128",
-    "trainer.enable_progress_bar=false",
-]
+DATA_OVERRIDES = tiny_detection()
 TRAIN_OVERRIDES = [
     "task=detect",
     "backbone=v3_small",
