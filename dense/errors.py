@@ -24,6 +24,7 @@ __all__ = [
     "WorkerDiedError",
     "dead_worker",
     "exit_user_error",
+    "restore_sigchld",
     "run_tool",
     "worker_deaths",
 ]
@@ -86,9 +87,13 @@ def worker_deaths(fix: str, checkpoint: str | os.PathLike | None = None) -> Iter
             raise
         # torch's SIGCHLD handler raises its own RuntimeError again whenever one more of the
         # loader's workers exits while this error propagates (the loader is still referenced by
-        # the traceback), which would replace the message below: the run is over, so drop it.
+        # the traceback), which would replace the message below: it is set aside until
+        # `restore_sigchld` (the end of the job), as torch installs it once per process.
+        global _SET_ASIDE
         if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGCHLD"):
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            if _SET_ASIDE is None:
+                _SET_ASIDE = previous
         resume = ""
         if checkpoint is not None:
             last = Path(checkpoint)
@@ -96,6 +101,18 @@ def worker_deaths(fix: str, checkpoint: str | os.PathLike | None = None) -> Iter
         raise WorkerDiedError(
             f"a DataLoader worker process died ({detail}): often the out-of-memory killer; {fix}{resume}"
         ) from e
+
+
+_SET_ASIDE: Any = None  # the SIGCHLD handler `worker_deaths` replaced, until `restore_sigchld`
+
+
+def restore_sigchld() -> None:
+    """Put back the SIGCHLD handler `worker_deaths` set aside (call once the failed job is over and
+    its loaders are gone, e.g. before the next job of a sweep)."""
+    global _SET_ASIDE
+    if _SET_ASIDE is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, _SET_ASIDE)
+        _SET_ASIDE = None
 
 
 def exit_user_error(tool: str, error: BaseException) -> NoReturn:

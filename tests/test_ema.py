@@ -232,3 +232,18 @@ def test_budget_run_validates_saves_and_evaluates_the_average(tmp_path):
     again = json.loads((out / "metrics.json").read_text())
     for key in [k for k in metrics if k.startswith("val/") and k in again]:
         assert again[key] == metrics[key], (key, again[key], metrics[key])
+
+    # resuming it without the average would train the average with the live weights' optimizer
+    # moments: an error before any work, naming the key
+    proc = run_tool(
+        [
+            "tools/train.py",
+            *overrides,
+            "trainer.max_epochs=2",
+            f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}",
+            f"data.root={data_root}",
+            f"hydra.run.dir={tmp_path / 'resumed'}",
+        ],
+        timeout=900,
+    )
+    assert proc.returncode == 2 and "resume it with the same ema.decay" in proc.stderr, proc.stderr[-2000:]

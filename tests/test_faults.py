@@ -264,7 +264,7 @@ _KILLED_WORKER = textwrap.dedent(
     import os, signal, sys, time
     import torch
     from torch.utils.data import Dataset
-    from dense.errors import UserError, worker_deaths
+    from dense.errors import UserError, restore_sigchld, worker_deaths
     from dense.lit.datamodule import TaskDataModule
 
     def connection_reset():
@@ -303,6 +303,10 @@ _KILLED_WORKER = textwrap.dedent(
                 list(loader)
         except (UserError, RuntimeError, ConnectionResetError) as e:
             print(f"{how} {time.monotonic() - started:.1f} s: {type(e).__name__}: {e}", flush=True)
+        if how == "kill":  # torch's SIGCHLD handler is set aside, then given back for the next job
+            aside = signal.getsignal(signal.SIGCHLD) is signal.SIG_DFL
+            restore_sigchld()
+            print(f"sigchld aside {aside} restored {signal.getsignal(signal.SIGCHLD) is not signal.SIG_DFL}")
     """
 )
 
@@ -323,6 +327,7 @@ def test_a_killed_loader_worker_is_a_clear_error_not_a_hang(tmp_path: Path) -> N
         r"WorkerDiedError: a DataLoader worker process died \((?P<what>.*)\): often the out-of-memory "
         rf"killer; lower data.num_workers; resume with ckpt={re.escape(str(tmp_path))}/last.ckpt$"
     )
+    assert "sigchld aside True restored True" in proc.stdout, proc.stdout[-2000:]
     found = {m.group(1): m for m in re.finditer(r"^(\w+) (\d+\.\d) s: (.*)$", proc.stdout, re.M)}
     assert set(found) == {"kill", "reset", "dataset"}, proc.stdout[-2000:]
     for how in ("kill", "reset"):

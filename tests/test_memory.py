@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from dense import build_model
+from dense.lit import memory
 from dense.lit.memory import estimate_memory, optimizer_states
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +74,7 @@ _MEASURE = textwrap.dedent(
         ("segment", 10, 256, 512, False),  # the built-in data's validation batch of whole images
     ],
 )
-def test_the_estimate_is_within_a_factor_2_of_the_measured_peak(task, batch, h, w, train) -> None:
+def test_the_estimate_is_within_its_stated_bounds_of_the_measured_peak(task, batch, h, w, train) -> None:
     args = [task, str(batch), str(h), str(w), str(int(train))]
     proc = subprocess.run(
         [sys.executable, "-c", _MEASURE, *args], cwd=ROOT, capture_output=True, text=True, timeout=600
@@ -82,7 +83,8 @@ def test_the_estimate_is_within_a_factor_2_of_the_measured_peak(task, batch, h, 
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     ratio = found["estimate"] / found["measured"]
     print(f"{task} batch {batch} {h}x{w} {'train' if train else 'val'}: {found} ratio {ratio:.2f}")
-    assert 0.5 < ratio < 2.0, found
+    # the refusal assumes at most _OVER_ESTIMATE over (measured: training 0.99-1.11, val up to 2.4)
+    assert 0.7 < ratio <= memory._OVER_ESTIMATE["training step" if train else "validation step"], found
 
 
 def test_the_probe_leaves_the_model_and_the_random_streams_as_they_were() -> None:

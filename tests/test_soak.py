@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -29,14 +31,16 @@ def test_process_tree_rss_sees_a_child_and_its_memory():
         time.sleep(30)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         assert proc.stdout.readline().strip() == "ready"
         main, children, n = process_tree_rss(proc.pid)
         assert n == 1
         assert children > 200 * 2**20 > main  # the child's buffer is counted in the tree, not the parent
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)  # the child too
         proc.wait()
     with pytest.raises(ProcessLookupError):
         process_tree_rss(proc.pid)
@@ -49,6 +53,9 @@ def test_summarise_compares_after_warmup_with_the_end():
     # the first 10% (2 samples) are warm-up: the 900 MiB spike at t=0 is not the start
     assert s["main_start_mib"] == 502 and s["main_end_mib"] == 519 and s["main_growth_mib"] == 17
     assert s["main_peak_mib"] == 900 and s["workers_end_mib"] == 100
+    # a final validation without workers after training is not the end of training
+    tail = [*samples, Sample(20.0, 900 * mib, 0, 0)]
+    assert summarise(tail)["main_end_mib"] == 519
     with pytest.raises(ValueError, match="fewer than 2"):
         summarise(samples[:1])
 

@@ -34,8 +34,9 @@ except ImportError:  # running from a checkout without `pip install -e .`
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dense.errors import UserError, exit_user_error, worker_deaths
+from dense.errors import UserError, exit_user_error, restore_sigchld, worker_deaths
 from dense.lit.config import (
+    ConfigError,
     check_data_root,
     check_output_dir,
     datamodule_kwargs,
@@ -123,7 +124,15 @@ def train(cfg: DictConfig, job_start: float | None = None) -> float | None:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     if cfg.ckpt:  # a file that is not this task's checkpoint: say what it is before Lightning fails on it
-        check_checkpoint(read_checkpoint(cfg.ckpt), cfg.ckpt, cfg.task.name)
+        resumed = read_checkpoint(cfg.ckpt)
+        check_checkpoint(resumed, cfg.ckpt, cfg.task.name)
+        if "current_model_state" in resumed and ema.get("decay") is None:
+            # its state_dict is the average; without the EMA callback Lightning would go on training
+            # the average with the live weights' optimizer moments
+            raise ConfigError(
+                f"{cfg.ckpt} was written by a run with a moving average of the weights: resume it "
+                "with the same ema.decay (its metrics.json says ema_decay)"
+            )
     last = out / "checkpoints" / "last.ckpt"
 
     def loader_guard() -> Any:  # a killed loader worker (the OOM killer): one clear line, exit 2
@@ -193,6 +202,8 @@ def main(cfg: DictConfig) -> float | None:
         return run_job(cfg, validate_and_train)
     except UserError as e:  # single runs only: a multirun records it
         exit_user_error("train.py", e)
+    finally:
+        restore_sigchld()  # after a dead loader worker: the next job of a sweep gets torch's check back
 
 
 if __name__ == "__main__":

@@ -104,11 +104,15 @@ def run_soak(
 def summarise(samples: list[Sample], *, warmup_fraction: float = 0.1) -> dict[str, float]:
     """Main-process RSS (MiB) after warm-up and at the end, its peak, and the growth in between;
     the same for the workers' summed RSS. Warm-up (model build, first batches, allocator growth)
-    is the first ``warmup_fraction`` of the samples."""
+    is the first ``warmup_fraction`` of the samples; the end is the last sample with loader workers
+    alive, if any."""
     if len(samples) < 2:
         raise ValueError("fewer than 2 samples: the run ended too soon to say anything")
     first = samples[min(len(samples) - 1, int(len(samples) * warmup_fraction))]
-    last = samples[-1]
+    # the end of training: the last sample with loader workers alive (when there were any), not
+    # the final validation or the shutdown after it
+    with_workers = [s for s in samples if s.num_children > 0]
+    last = with_workers[-1] if with_workers and with_workers[-1].t > first.t else samples[-1]
     mib = 2.0**20
     return {
         "samples": float(len(samples)),

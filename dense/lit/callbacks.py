@@ -131,11 +131,16 @@ class DataHealth(Callback):
         ds = getattr(getattr(trainer, "datamodule", None), "train_dataset", None)
         return ds if hasattr(ds, "skipped_files") else None
 
-    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._step0, self._used = trainer.global_step, 0
+    # The skip log is cleared before the run and right after each epoch's reading, never at an
+    # epoch's start: Lightning creates the loader iterator (its workers start prefetching, and
+    # may already skip files) before on_train_epoch_start.
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         ds = self._dataset(trainer)
         if ds is not None:
             ds.reset_skipped()
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._step0, self._used = trainer.global_step, 0
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -150,6 +155,8 @@ class DataHealth(Callback):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         ds = self._dataset(trainer)
         skipped = ds.skipped_files() if ds is not None else []
+        if ds is not None:
+            ds.reset_skipped()
         self.skipped.update(skipped)
         self.skipped_per_epoch.append(len(skipped))
         epoch, seen = trainer.current_epoch, self._used + len(skipped)
