@@ -10,6 +10,9 @@ Losses, all divided by the number of positives in the batch:
   "softmax": cross-entropy with 3:1 hard negative mining (torchvision).
   "focal": sigmoid focal loss (alpha 0.75, gamma 2) over all anchors, no mining (TF SSDLite configs);
       the background column of the logits is unused.
+  "qfl": IoU-aware classification, quality focal loss (Li et al., "Generalized Focal Loss",
+      NeurIPS 2020, sec. 3.2, beta 2): a positive anchor's target for its class is the IoU of its
+      predicted box with its ground truth instead of 1, so that the score ranks boxes by quality.
   box "smooth_l1": on the encoded deltas of positives (SSD / torchvision).
   box "giou": GIoU loss (Rezatofighi et al., CVPR 2019) of the decoded boxes of positives.
 Ground truths are padded to the batch's largest count with a validity mask, so that one IoU
@@ -30,7 +33,7 @@ from .box_coder import decode, encode
 
 __all__ = ["BOX_LOSSES", "LOSSES", "MATCHERS", "atss_match", "match", "match_batch", "ssd_loss"]
 
-LOSSES = ("softmax", "focal")
+LOSSES = ("softmax", "focal", "qfl")
 BOX_LOSSES = ("smooth_l1", "giou")
 MATCHERS = ("iou", "atss")
 
@@ -41,6 +44,16 @@ MATCHERS = ("iou", "atss")
 # boxes at initialisation, smooth L1 is 3-5 and GIoU 0.46-0.64 per positive: 10x lands near.
 GIOU_WEIGHT = 10.0
 ATSS_TOPK = 9  # candidates per level and anchor shape (the paper's k, sec. 3.2 and 4)
+QFL_BETA = 2.0  # the GFL paper's beta (sec. 3.2, Table 1: best of 0, 1, 2, 2.5)
+
+
+def _paired_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of a[i] with b[i] (xyxy): torchvision.ops.box_iou would build the whole [P, P] matrix."""
+    lt = torch.max(a[:, :2], b[:, :2])
+    rb = torch.min(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(1)
+    area = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(1) + (b[:, 2:] - b[:, :2]).clamp(min=0).prod(1)
+    return inter / (area - inter).clamp(min=1e-6)
 
 
 def _padded(targets: list[dict[str, Tensor]], device) -> tuple[Tensor, Tensor, Tensor]:
@@ -191,6 +204,14 @@ def ssd_loss(
             )
             / denom
         )
+    elif kind == "qfl":
+        quality = torch.zeros((n, a, k - 1), dtype=cls_logits.dtype, device=device)
+        with torch.no_grad():  # the target follows the box branch; no gradient flows through it
+            iou = _paired_iou(decode(box_deltas[img, anc], anchors[anc]), gt)
+        quality[img, anc, cls_t[img, anc] - 1] = iou.to(quality.dtype)
+        logits = cls_logits[..., 1:]
+        bce = F.binary_cross_entropy_with_logits(logits, quality, reduction="none")
+        cls_loss = (bce * (quality - logits.sigmoid()).abs().pow(QFL_BETA)).sum() / denom
     else:
         raise ValueError(f"unknown detection loss {kind!r}; valid: {list(LOSSES)}")
     loss_box = loss_box / denom

@@ -48,7 +48,8 @@ class DetectorConfig:
     anchor_scales: (smallest, largest) anchor scale as a fraction of the input side, spread linearly
         over the six maps (SSD paper, eq. 4); (0.2, 0.95) as the papers and torchvision.
     image_size: (H, W) input of the network; `predict` resizes other images to it.
-    cls_loss: "softmax" (CE with 3:1 hard negative mining, torchvision) or "focal" (TF, sigmoid).
+    cls_loss: "softmax" (CE with 3:1 hard negative mining, torchvision), "focal" (TF, sigmoid) or
+        "qfl" (sigmoid, IoU-aware targets: GFL's quality focal loss).
     box_loss: "smooth_l1" (on encoded deltas, SSD / torchvision) or "giou" (on decoded boxes).
     matcher: "iou" (SSD: IoU >= 0.5 plus each box's best anchor) or "atss" (adaptive, ATSS).
     bn_momentum: BatchNorm momentum of every layer; None = SSDLite's 0.03.
