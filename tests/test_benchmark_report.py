@@ -92,3 +92,30 @@ def test_report_of_a_deploy_run(tmp_path):
         assert {"torchvision", "eager", "folded", "ort_fp32"} <= keys
         for r in t["rows"]:
             assert f"| {r['label']} | {r['ms']:.1f} | {r['ratio']:.3f} |" in md
+
+
+def test_report_of_a_train_cost_run(tmp_path):
+    """--train-cost on a small data set in the built-in layout: every table of the run in bench.json
+    and in BENCHMARKS.md, with the same figures."""
+    from dense.benchmark.train_cost import SWITCHES
+    from dense.data.shapes_coco import ensure_shapes_coco
+
+    root = tmp_path / "shapes"
+    ensure_shapes_coco(root, num_train=8, num_val=2, image_size=320, seed=0, workers=1)
+    result, md = run_benchmark(tmp_path, "--train-cost", "--data-root", str(root), "--threads", "1")
+    cost = result["train_cost"]
+    phases = cost["phases_ms"]
+    assert list(phases) == ["data", "forward", "loss", "backward", "optimizer"]
+    assert all(v > 0 for v in phases.values())
+    total = sum(phases.values())
+    for k, v in phases.items():
+        assert f"| {k} | {v:.1f} | {v / total:.0%} |" in md
+    assert list(cost["memory_format_ms"]) == ["channels-last", "contiguous (NCHW)"]
+    assert list(cost["switches_ms"]) == list(SWITCHES)
+    for k, v in cost["switches_ms"].items():
+        assert f"| {k} | {v:.1f} | {v / cost['switches_ms']['recipe']:.3f} |" in md
+    assert list(cost["adamw_step_ms"]) == ["foreach", "fused"]
+    top = cost["profile_top"]
+    assert 1 <= len(top) <= 10 and 0 < sum(r["share"] for r in top) <= 1 + 1e-9
+    assert any("conv" in r["op"] for r in top)  # a convolution network's step: convolutions lead
+    assert f"| {top[0]['op']} | {top[0]['self_ms_per_step']:.1f} |" in md

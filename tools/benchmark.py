@@ -7,6 +7,9 @@
   python tools/benchmark.py --segment          LR-ASPP inference / train step vs torchvision; mIoU cost
   python tools/benchmark.py --deploy           image in, result out: PyTorch eager / BN folded / ONNX
                                                Runtime fp32 / int8 vs torchvision (SSDLite, LR-ASPP)
+  python tools/benchmark.py --train-cost       a training step of `make train`'s recipe on the built-in
+                                               data: its phases, channels-last vs NCHW, the loss
+                                               switches, torch.profiler's top operators
   python tools/benchmark.py --paper --speed --out bench.json     also writes BENCHMARKS.md beside it
 
 Latency is measured in one process, interleaving dense and peer runs so that machine noise hits
@@ -18,14 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from dense.benchmark import deploy, floor, paper, speed, tasks  # noqa: E402
+from dense.benchmark import deploy, floor, paper, speed, tasks, train_cost  # noqa: E402
 from dense.benchmark.machine import machine_info  # noqa: E402
 from dense.benchmark.markdown import write_markdown  # noqa: E402
 from dense.benchmark.peers import PEERS  # noqa: E402
@@ -47,6 +52,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="image in, result out: eager / BN folded / ONNX Runtime, vs torchvision",
     )
+    ap.add_argument(
+        "--train-cost",
+        action="store_true",
+        help="a training step of the built-in detection recipe: phases, memory format, losses, profile",
+    )
+    ap.add_argument(
+        "--data-root",
+        type=Path,
+        help="--train-cost on this COCO-layout folder (train2017/, annotations/instances_train2017.json) "
+        "instead of the built-in shapes_coco",
+    )
     ap.add_argument("--no-onnx", action="store_true", help="--deploy without the ONNX Runtime rows")
     ap.add_argument("--models", nargs="*", default=list(PEERS), help="backbones for --speed")
     ap.add_argument("--threads", type=int, default=2)
@@ -58,12 +74,24 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--markdown", type=Path, help="write the report as markdown (default: BENCHMARKS.md beside --out)"
     )
     args = ap.parse_args(argv)
-    if not (args.paper or args.speed or args.detect or args.segment or args.deploy):
-        ap.error("choose --paper, --speed, --detect, --segment and/or --deploy")
+    if not (args.paper or args.speed or args.detect or args.segment or args.deploy or args.train_cost):
+        ap.error("choose --paper, --speed, --detect, --segment, --deploy and/or --train-cost")
     unknown = sorted(set(args.models) - set(PEERS))
     if unknown:
         ap.error(f"unknown model(s) {unknown}; valid: {list(PEERS)}")
     return args
+
+
+def shapes_coco_root() -> Path:
+    """The built-in detection data where `make train` keeps it, generated as its config says if absent."""
+    import yaml
+
+    from dense.data.shapes_coco import ensure_shapes_coco
+
+    conf = yaml.safe_load((ROOT / "conf" / "data" / "shapes_coco.yaml").read_text())
+    root = Path(os.environ.get("DENSE_DATA", "data")) / "shapes_coco"
+    ensure_shapes_coco(root, **conf["synthetic_options"])
+    return root
 
 
 def main(argv=None) -> None:
@@ -89,6 +117,9 @@ def main(argv=None) -> None:
         # the 1024x2048 rounds take seconds each: a few of them
         seg = dict(segment_iters=max(1, min(5, args.iters // 10)), segment_warmup=min(args.warmup, 2))
         result["deploy"] = deploy.deploy_tables(**timing, **seg, onnx=not args.no_onnx)
+    if args.train_cost:
+        root = args.data_root or shapes_coco_root()
+        result["train_cost"] = train_cost.train_cost_tables(root, **timing)
     if args.speed or args.detect or args.segment or args.deploy:
         result["matmul"] = floor.matmul_gflops(args.threads)
         result["floor"] = floor.floor_rows(result, result["matmul"]["gflops"])

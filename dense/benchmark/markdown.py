@@ -254,12 +254,49 @@ def _paper(result: dict) -> str:
     return "\n".join(out).rstrip()
 
 
+def _train_cost(result: dict) -> str:
+    d = result["train_cost"]
+    phases = d["phases_ms"]
+    total = sum(phases.values())
+
+    def ratios(ms: dict, base: str) -> list:
+        return [(k, f"{v:.1f}", f"{v / ms[base]:.3f}") for k, v in ms.items()]
+
+    top = d["profile_top"]
+    return "\n".join(
+        [
+            f"## A training step of `make train`'s recipe (batch {d['batch']}, {d['threads']} threads)",
+            "",
+            "SSDLite V3-Large, reduced tail, on the built-in shapes_coco batches (flip, no loader workers).",
+            "",
+            table(("phase", "ms", "share"), [(k, f"{v:.1f}", f"{v / total:.0%}") for k, v in phases.items()]),
+            "",
+            table(
+                ("memory format, whole step (interleaved)", "ms", "ratio"),
+                ratios(d["memory_format_ms"], "channels-last"),
+            ),
+            "",
+            table(
+                ("loss switch, whole step (interleaved)", "ms", "ratio"), ratios(d["switches_ms"], "recipe")
+            ),
+            "",
+            table(("AdamW step", "ms", "ratio"), ratios(d["adamw_step_ms"], "foreach")),
+            "",
+            table(
+                ("torch.profiler operator", "self ms per step", "share"),
+                [(r["op"], f"{r['self_ms_per_step']:.1f}", f"{r['share']:.0%}") for r in top],
+            ),
+        ]
+    )
+
+
 SECTIONS = (
     ("deploy", _deploy),
     ("floor", _floor),
     ("speed", _speed),
     ("detect", _detect),
     ("segment", _segment),
+    ("train_cost", _train_cost),
 )
 
 

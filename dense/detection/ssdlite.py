@@ -167,10 +167,17 @@ class Detector(nn.Module):
         self.num_classes = c.num_classes
         self.image_size = c.image_size
         # channels-last: oneDNN's depthwise convolutions run 5-30% faster on CPU in this layout
-        self.to(memory_format=torch.channels_last)
+        # (a training step: `tools/benchmark.py --train-cost` compares the two)
+        self.set_memory_format(torch.channels_last)
+
+    def set_memory_format(self, memory_format: torch.memory_format) -> Detector:
+        """Weights and inputs in `memory_format` (torch.channels_last, the default, or
+        torch.contiguous_format)."""
+        self.memory_format = memory_format
+        return self.to(memory_format=memory_format)
 
     def feature_maps(self, images: Tensor) -> list[Tensor]:
-        feats = self.backbone(self.normalize(images).contiguous(memory_format=torch.channels_last))
+        feats = self.backbone(self.normalize(images).contiguous(memory_format=self.memory_format))
         maps = [feats["c4_exp"], feats["c5"]]
         for block in self.extra:
             maps.append(block(maps[-1]))

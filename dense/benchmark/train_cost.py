@@ -1,0 +1,202 @@
+"""Where a training step of the built-in detection recipe spends its time (`tools/benchmark.py
+--train-cost`): SSDLite V3-Large (reduced tail, the recipe's anchors) on batches of the built-in
+shapes_coco data, read and augmented as `make train` reads them (flip, no loader workers).
+
+- the phases of a step (data, forward, loss, backward, AdamW step), medians over the steps;
+- the memory format: the whole step in channels-last (the default) against contiguous (NCHW)
+  weights and inputs, interleaved in one process, as a ratio;
+- the loss switches (matcher, box loss, classification loss): forward + loss + backward of each,
+  interleaved, as a ratio to the recipe's;
+- the AdamW step: torch's multi-tensor ("foreach") implementation against the fused one;
+- torch.profiler's operators by self CPU time over a few steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile, record_function
+from torch.utils.data import DataLoader
+
+import dense
+from dense.benchmark.report import console, print_table
+from dense.benchmark.timing import interleave_many
+from dense.data.coco import CocoDetection, collate_detection
+from dense.data.det_transforms import build_detection_transform
+
+__all__ = ["train_cost_tables"]
+
+# the loss switches of conf/head/ssdlite.yaml, each beside the recipe (iou / smooth_l1 / softmax)
+SWITCHES = {
+    "recipe": {},
+    "head.matcher=atss": {"matcher": "atss"},
+    "head.box_loss=giou": {"box_loss": "giou"},
+    "head.cls_loss=focal": {"cls_loss": "focal"},
+    "head.cls_loss=qfl": {"cls_loss": "qfl"},
+}
+
+
+def _loader(root: Path, batch: int, image_size: int, seed: int) -> DataLoader:
+    data = CocoDetection(
+        root / "train2017",
+        root / "annotations" / "instances_train2017.json",
+        transform=build_detection_transform("flip", image_size, train=True),
+    )
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        data, batch_size=batch, shuffle=True, num_workers=0, collate_fn=collate_detection, generator=g
+    )
+
+
+def _model(num_classes: int, image_size: int, **switches) -> dense.Detector:
+    torch.manual_seed(0)
+    return dense.build_model(
+        "detect",
+        "v3_large",
+        num_classes=num_classes,
+        reduced_tail=True,
+        anchor_scales=(0.1, 0.95),
+        image_size=image_size,
+        **switches,
+    ).train()
+
+
+def _step(model: torch.nn.Module) -> Callable[[torch.Tensor, list], None]:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step(images, targets):
+        loss = model.loss(model(images), targets)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _on(step: Callable, images: torch.Tensor, targets: list) -> Callable[[], None]:
+    return lambda: step(images, targets)
+
+
+def _forever(loader: DataLoader) -> Iterator:
+    while True:
+        yield from loader
+
+
+def phase_seconds(model, loader: DataLoader, steps: int, warmup: int) -> dict[str, float]:
+    """Median seconds of each phase of a training step, over `steps` steps after `warmup`."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    times: dict[str, list[float]] = {k: [] for k in ("data", "forward", "loss", "backward", "optimizer")}
+    batches = _forever(loader)
+    for i in range(warmup + steps):
+        t = [time.perf_counter()]
+        images, targets = next(batches)
+        t.append(time.perf_counter())
+        out = model(images)
+        t.append(time.perf_counter())
+        loss = model.loss(out, targets)["loss"]
+        t.append(time.perf_counter())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t.append(time.perf_counter())
+        opt.step()
+        t.append(time.perf_counter())
+        if i >= warmup:
+            for k, a, b in zip(times, t, t[1:]):
+                times[k].append(b - a)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def train_cost_tables(root: Path, *, threads: int, iters: int, warmup: int, batch: int = 4) -> dict:
+    """The tables of the module docstring, for batches of `batch` images of the data at `root`."""
+    torch.set_num_threads(threads)
+    image_size = 320
+    loader = _loader(root, batch, image_size, seed=0)
+    num_classes = loader.dataset.num_classes
+    steps = max(2, iters // 2)
+    rows: dict = {"batch": batch, "threads": threads, "steps": steps}
+
+    phases = phase_seconds(_model(num_classes, image_size), loader, steps, warmup=max(1, warmup // 5))
+    total = sum(phases.values())
+    rows["phases_ms"] = {k: v * 1e3 for k, v in phases.items()}
+    print_table(
+        f"a training step of `make train`'s recipe, batch {batch}, {threads} threads (median of {steps})",
+        ("phase", "ms", "share"),
+        [(k, f"{v * 1e3:.1f}", f"{v / total:.0%}") for k, v in phases.items()]
+        + [("sum", f"{total * 1e3:.1f}", "100%")],
+    )
+
+    # one fixed batch for the interleaved comparisons: the data cost is the same for all
+    images, targets = next(iter(loader))
+    layouts = {"channels-last": _model(num_classes, image_size)}
+    layouts["contiguous (NCHW)"] = copy.deepcopy(layouts["channels-last"]).set_memory_format(
+        torch.contiguous_format
+    )
+    steps_by_layout = {k: _step(m) for k, m in layouts.items()}
+    layout_s = interleave_many(
+        {k: _on(s, images, targets) for k, s in steps_by_layout.items()}, iters=steps, warmup=min(2, warmup)
+    )
+    base = layout_s["channels-last"]
+    rows["memory_format_ms"] = {k: v * 1e3 for k, v in layout_s.items()}
+    print_table(
+        "memory format: forward + loss + backward + AdamW step (interleaved)",
+        ("layout", "ms", "ratio"),
+        [(k, f"{v * 1e3:.1f}", f"{v / base:.3f}") for k, v in layout_s.items()],
+    )
+
+    models = {k: _model(num_classes, image_size, **v) for k, v in SWITCHES.items()}
+    loss_s = interleave_many(
+        {k: _on(_step(m), images, targets) for k, m in models.items()}, iters=steps, warmup=min(2, warmup)
+    )
+    base = loss_s["recipe"]
+    rows["switches_ms"] = {k: v * 1e3 for k, v in loss_s.items()}
+    print_table(
+        "loss switches: a whole training step (interleaved)",
+        ("switch", "ms", "ratio"),
+        [(k, f"{v * 1e3:.1f}", f"{v / base:.3f}") for k, v in loss_s.items()],
+    )
+
+    # the optimizer step alone: torch's default multi-tensor ("foreach") AdamW against its fused kernel
+    model = _model(num_classes, image_size)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    optimizers = {
+        k: torch.optim.AdamW(model.parameters(), lr=1e-4, **{k: True}) for k in ("foreach", "fused")
+    }
+    opt_s = interleave_many(
+        {k: o.step for k, o in optimizers.items()}, iters=max(10, steps), warmup=min(2, warmup)
+    )
+    rows["adamw_step_ms"] = {k: v * 1e3 for k, v in opt_s.items()}
+    print_table(
+        "AdamW step (optim.fused)",
+        ("implementation", "ms", "ratio"),
+        [(k, f"{v * 1e3:.1f}", f"{v / opt_s['foreach']:.3f}") for k, v in opt_s.items()],
+    )
+
+    model = _model(num_classes, image_size)
+    step = _step(model)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(3):
+            with record_function("train_step"):
+                step(images, targets)
+    ops = [e for e in prof.key_averages() if e.key != "train_step"]
+    ops.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    spent = sum(e.self_cpu_time_total for e in ops)
+    rows["profile_top"] = [
+        {"op": e.key, "self_ms_per_step": e.self_cpu_time_total / 3e3, "share": e.self_cpu_time_total / spent}
+        for e in ops[:10]
+    ]
+    print_table(
+        "torch.profiler: operators by self CPU time (3 steps)",
+        ("operator", "ms per step", "share"),
+        [(r["op"], f"{r['self_ms_per_step']:.1f}", f"{r['share']:.0%}") for r in rows["profile_top"]],
+    )
+    console.print(
+        "read the ratios, not the milliseconds: other work on the machine moves the times, "
+        "and the interleaving moves them alike"
+    )
+    return rows
