@@ -1,5 +1,7 @@
 """SSDLite: parity with torchvision, anchors, box coding, matching, losses, complexity, learning."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -327,3 +329,22 @@ def test_loss_uses_the_anchors_of_the_batch():
     targets = [{"boxes": torch.tensor([[10.0, 10, 60, 70]]), "labels": torch.tensor([2])}] * 2
     losses = model.loss(out, targets)
     assert torch.isfinite(losses["loss"]) and losses["loss_box"] > 0
+
+
+def test_memory_format_changes_the_layout_not_the_outputs():
+    """channels-last (the default) and NCHW run the same network: same outputs and gradients."""
+    torch.manual_seed(0)
+    last = dense.build_model("detect", "v3_small", num_classes=4, width_mult=0.5, image_size=128)
+    nchw = copy.deepcopy(last).set_memory_format(torch.contiguous_format)
+    conv = last.backbone.stem[0].weight  # [16, 3, 3, 3]: the two layouts differ
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert nchw.backbone.stem[0].weight.is_contiguous()
+    x = torch.rand(2, 3, 128, 128)
+    outs = [m.train()(x) for m in (last, nchw)]
+    assert outs[0]["cls_logits"].shape == outs[1]["cls_logits"].shape
+    for key in ("cls_logits", "box_deltas"):
+        torch.testing.assert_close(outs[0][key], outs[1][key], rtol=1e-4, atol=1e-4)
+    for out in outs:
+        (out["cls_logits"].square().mean() + out["box_deltas"].square().mean()).backward()
+    g_last, g_nchw = (m.backbone.stem[0].weight.grad for m in (last, nchw))
+    torch.testing.assert_close(g_last, g_nchw, rtol=1e-3, atol=1e-5)
