@@ -17,6 +17,7 @@ import copy
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -82,6 +83,14 @@ def _on(step: Callable, images: torch.Tensor, targets: list) -> Callable[[], Non
     return lambda: step(images, targets)
 
 
+def _compare(title: str, column: str, fns: dict[str, Callable[[], None]], *, iters: int, warmup: int) -> dict:
+    """Milliseconds per call of each of `fns`, interleaved; printed with the ratio to the first."""
+    ms = {k: v * 1e3 for k, v in interleave_many(fns, iters=iters, warmup=warmup).items()}
+    base = next(iter(ms.values()))
+    print_table(title, (column, "ms", "ratio"), [(k, f"{v:.1f}", f"{v / base:.3f}") for k, v in ms.items()])
+    return ms
+
+
 def _forever(loader: DataLoader) -> Iterator:
     while True:
         yield from loader
@@ -132,49 +141,31 @@ def train_cost_tables(root: Path, *, threads: int, iters: int, warmup: int, batc
 
     # one fixed batch for the interleaved comparisons: the data cost is the same for all
     images, targets = next(iter(loader))
-    layouts = {"channels-last": _model(num_classes, image_size)}
-    layouts["contiguous (NCHW)"] = copy.deepcopy(layouts["channels-last"]).set_memory_format(
-        torch.contiguous_format
-    )
-    steps_by_layout = {k: _step(m) for k, m in layouts.items()}
-    layout_s = interleave_many(
-        {k: _on(s, images, targets) for k, s in steps_by_layout.items()}, iters=steps, warmup=min(2, warmup)
-    )
-    base = layout_s["channels-last"]
-    rows["memory_format_ms"] = {k: v * 1e3 for k, v in layout_s.items()}
-    print_table(
+    compare = partial(_compare, iters=steps, warmup=min(2, warmup))
+    last = _model(num_classes, image_size)
+    nchw = copy.deepcopy(last).set_memory_format(torch.contiguous_format)
+    rows["memory_format_ms"] = compare(
         "memory format: forward + loss + backward + AdamW step (interleaved)",
-        ("layout", "ms", "ratio"),
-        [(k, f"{v * 1e3:.1f}", f"{v / base:.3f}") for k, v in layout_s.items()],
+        "layout",
+        {
+            "channels-last": _on(_step(last), images, targets),
+            "contiguous (NCHW)": _on(_step(nchw), images, targets),
+        },
     )
-
     models = {k: _model(num_classes, image_size, **v) for k, v in SWITCHES.items()}
-    loss_s = interleave_many(
-        {k: _on(_step(m), images, targets) for k, m in models.items()}, iters=steps, warmup=min(2, warmup)
-    )
-    base = loss_s["recipe"]
-    rows["switches_ms"] = {k: v * 1e3 for k, v in loss_s.items()}
-    print_table(
+    rows["switches_ms"] = compare(
         "loss switches: a whole training step (interleaved)",
-        ("switch", "ms", "ratio"),
-        [(k, f"{v * 1e3:.1f}", f"{v / base:.3f}") for k, v in loss_s.items()],
+        "switch",
+        {k: _on(_step(m), images, targets) for k, m in models.items()},
     )
-
     # the optimizer step alone: torch's default multi-tensor ("foreach") AdamW against its fused kernel
     model = _model(num_classes, image_size)
     for p in model.parameters():
         p.grad = torch.randn_like(p)
-    optimizers = {
-        k: torch.optim.AdamW(model.parameters(), lr=1e-4, **{k: True}) for k in ("foreach", "fused")
-    }
-    opt_s = interleave_many(
-        {k: o.step for k, o in optimizers.items()}, iters=max(10, steps), warmup=min(2, warmup)
-    )
-    rows["adamw_step_ms"] = {k: v * 1e3 for k, v in opt_s.items()}
-    print_table(
+    rows["adamw_step_ms"] = compare(
         "AdamW step (optim.fused)",
-        ("implementation", "ms", "ratio"),
-        [(k, f"{v * 1e3:.1f}", f"{v / opt_s['foreach']:.3f}") for k, v in opt_s.items()],
+        "implementation",
+        {k: torch.optim.AdamW(model.parameters(), lr=1e-4, **{k: True}).step for k in ("foreach", "fused")},
     )
 
     model = _model(num_classes, image_size)
