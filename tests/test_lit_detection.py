@@ -254,7 +254,8 @@ def test_recipes_belong_to_the_data_sets():
     an explicit override beats the recipe's value."""
     shapes = _compose([])
     assert shapes.recipe.name == "shapes_coco_cpu" and shapes.head.anchor_scales == [0.1, 0.95]
-    assert shapes.optim._target_ == "torch.optim.AdamW" and shapes.optim.lr == 3e-3
+    assert shapes.optim._target_ == "torch.optim.AdamW" and shapes.optim.lr == 3e-3 and shapes.optim.fused
+    assert shapes.head.matcher == "atss" and shapes.task.model.matcher == "atss"
     coco = _compose(["data=coco", "data.root=/somewhere"])
     assert coco.recipe.name == "ssdlite_coco" and coco.recipe.global_batch == 192
     assert coco.optim._target_ == "torch.optim.SGD" and coco.optim.lr == 0.15
@@ -265,6 +266,7 @@ def test_recipes_belong_to_the_data_sets():
         and coco.data.global_batch_size == 192
     )
     assert coco.head.anchor_scales == [0.2, 0.95] and coco.backbone.reduced_tail is True
+    assert coco.head.matcher == "iou" and coco.head.box_loss == "smooth_l1"  # torchvision's SSDLite
     mine = _compose(["head.anchor_scales=[0.1,0.9]", "optim=sgd", "trainer.max_epochs=2"])
     assert mine.head.anchor_scales == [0.1, 0.9] and mine.task.model.anchor_scales == [0.1, 0.9]
     assert mine.optim._target_ == "torch.optim.SGD" and mine.trainer.max_epochs == 2
