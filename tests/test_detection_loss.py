@@ -351,3 +351,17 @@ def test_train_tool_with_giou_and_atss_reduces_the_training_loss(tmp_path):
     assert 0.0 <= metrics["val/map"] <= 1.0
     model, _ = load_detector_from_checkpoint(metrics["checkpoint"])
     assert (model.config.box_loss, model.config.matcher) == ("giou", "atss")
+
+
+@pytest.mark.parametrize("kind", ["focal", "qfl"])
+def test_sigmoid_losses_start_every_class_at_the_prior(kind):
+    """RetinaNet's initialisation (sec. 4.1) for the sigmoid losses: scores ~0.01 at the start, so
+    the loss of the background anchors is small; softmax keeps torchvision's zero bias."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 128, 128)
+    sigmoid = dense.build_model("detect", "v3_small", num_classes=4, image_size=128, cls_loss=kind).eval()
+    scores = sigmoid(x)["cls_logits"][..., 1:].sigmoid()
+    assert 0.005 < scores.median() < 0.02
+    softmax = dense.build_model("detect", "v3_small", num_classes=4, image_size=128).eval()
+    assert all((block[-1].bias == 0).all() for block in softmax.cls_head)
+    assert softmax(x)["cls_logits"].softmax(-1)[..., 1:].median() > 0.1

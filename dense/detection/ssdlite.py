@@ -9,6 +9,7 @@ each) with out = 512, 256, 256, 128: six maps, 20/10/5/3/2/1 cells at 320x320. H
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from functools import partial
@@ -49,7 +50,8 @@ class DetectorConfig:
         over the six maps (SSD paper, eq. 4); (0.2, 0.95) as the papers and torchvision.
     image_size: (H, W) input of the network; `predict` resizes other images to it.
     cls_loss: "softmax" (CE with 3:1 hard negative mining, torchvision), "focal" (TF, sigmoid) or
-        "qfl" (sigmoid, IoU-aware targets: GFL's quality focal loss).
+        "qfl" (sigmoid, IoU-aware targets: GFL's quality focal loss). The sigmoid losses start every
+        class at probability 0.01 (RetinaNet's prior).
     box_loss: "smooth_l1" (on encoded deltas, SSD / torchvision) or "giou" (on decoded boxes).
     matcher: "iou" (SSD: IoU >= 0.5 plus each box's best anchor) or "atss" (adaptive, ATSS).
     bn_momentum: BatchNorm momentum of every layer; None = SSDLite's 0.03.
@@ -92,6 +94,9 @@ class DetectorConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+CLS_PRIOR = 0.01  # initial class probability of the sigmoid losses ("focal", "qfl")
 
 
 def _normal_init(module: nn.Module, std: float = 0.03) -> None:
@@ -163,6 +168,12 @@ class Detector(nn.Module):
         _normal_init(self.extra)
         _normal_init(self.cls_head)
         _normal_init(self.box_head)
+        if c.cls_loss != "softmax":
+            # sigmoid losses: every class starts at probability CLS_PRIOR, so that the loss of the
+            # thousands of background anchors does not swamp the first updates (RetinaNet, Lin et
+            # al., ICCV 2017, sec. 4.1 "Initialization"; GFL and torchvision's RetinaNet likewise)
+            for block in self.cls_head:
+                nn.init.constant_(block[-1].bias, -math.log((1 - CLS_PRIOR) / CLS_PRIOR))
         self.config = config
         self.num_classes = c.num_classes
         self.image_size = c.image_size
