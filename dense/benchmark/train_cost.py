@@ -1,12 +1,13 @@
 """Where a training step of the built-in detection recipe spends its time (`tools/benchmark.py
---train-cost`): SSDLite V3-Large (reduced tail, the recipe's anchors) on batches of the built-in
-shapes_coco data, read and augmented as `make train` reads them (flip, no loader workers).
+--train-cost`): SSDLite V3-Large (reduced tail, the recipe's anchors, the head's default losses and
+matcher) on batches of the built-in shapes_coco data, read and augmented as `make train` reads
+them (flip, no loader workers).
 
 - the phases of a step (data, forward, loss, backward, AdamW step), medians over the steps;
 - the memory format: the whole step in channels-last (the default) against contiguous (NCHW)
   weights and inputs, interleaved in one process, as a ratio;
 - the loss switches (matcher, box loss, classification loss): forward + loss + backward of each,
-  interleaved, as a ratio to the recipe's;
+  interleaved, as a ratio to the head's defaults;
 - the AdamW step: torch's multi-tensor ("foreach") implementation against the fused one;
 - torch.profiler's operators by self CPU time over a few steps.
 """
@@ -32,10 +33,10 @@ from dense.data.det_transforms import build_detection_transform
 
 __all__ = ["train_cost_tables"]
 
-# the loss switches of conf/head/ssdlite.yaml, each beside the recipe (iou / smooth_l1 / softmax)
+# the loss switches of conf/head/ssdlite.yaml, each beside the head's defaults
 SWITCHES = {
-    "recipe": {},
-    "head.matcher=atss": {"matcher": "atss"},
+    "defaults (iou, smooth_l1, softmax)": {},
+    "head.matcher=atss": {"matcher": "atss"},  # shapes_coco's recipe
     "head.box_loss=giou": {"box_loss": "giou"},
     "head.cls_loss=focal": {"cls_loss": "focal"},
     "head.cls_loss=qfl": {"cls_loss": "qfl"},
@@ -133,7 +134,7 @@ def train_cost_tables(root: Path, *, threads: int, iters: int, warmup: int, batc
     total = sum(phases.values())
     rows["phases_ms"] = {k: v * 1e3 for k, v in phases.items()}
     print_table(
-        f"a training step of `make train`'s recipe, batch {batch}, {threads} threads (median of {steps})",
+        f"a training step of the built-in recipe, batch {batch}, {threads} threads (median of {steps})",
         ("phase", "ms", "share"),
         [(k, f"{v * 1e3:.1f}", f"{v / total:.0%}") for k, v in phases.items()]
         + [("sum", f"{total * 1e3:.1f}", "100%")],
