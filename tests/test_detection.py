@@ -340,6 +340,10 @@ def test_memory_format_changes_the_layout_not_the_outputs():
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     assert nchw.backbone.stem[0].weight.is_contiguous()
     x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():  # the activations follow the model's layout
+        a, b = last.feature_maps(x)[0], nchw.feature_maps(x)[0]
+    assert a.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous()
+    assert b.is_contiguous() and not b.is_contiguous(memory_format=torch.channels_last)
     outs = [m.train()(x) for m in (last, nchw)]
     assert outs[0]["cls_logits"].shape == outs[1]["cls_logits"].shape
     for key in ("cls_logits", "box_deltas"):

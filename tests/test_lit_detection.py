@@ -270,6 +270,7 @@ def test_recipes_belong_to_the_data_sets():
     mine = _compose(["head.anchor_scales=[0.1,0.9]", "optim=sgd", "trainer.max_epochs=2"])
     assert mine.head.anchor_scales == [0.1, 0.9] and mine.task.model.anchor_scales == [0.1, 0.9]
     assert mine.optim._target_ == "torch.optim.SGD" and mine.trainer.max_epochs == 2
+    assert "fused" not in mine.optim  # the recipe's fused AdamW goes with its optimizer
 
 
 def test_experiment_and_search_configs_compose():

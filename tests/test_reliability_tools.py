@@ -54,6 +54,11 @@ def test_train_config_and_data_mistakes_exit_2_fast(tmp_path: Path) -> None:
     assert_user_error(
         proc, "train.py", r"unknown trainer key\(s\): trainer.max_epoch \(did you mean max_epochs"
     )
+    # the recipe's fused AdamW with clipping under mixed precision: Lightning would refuse at step 1
+    proc = run("tools/train.py", "trainer.gradient_clip_val=1.0", "trainer.precision=bf16-mixed", run_dir)
+    assert_user_error(
+        proc, "train.py", r"optim.fused=true cannot be combined with trainer.gradient_clip_val=1.0"
+    )
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("x")
     proc = run("tools/train.py", f"output_dir={not_a_dir / 'out'}", run_dir)

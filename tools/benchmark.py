@@ -76,6 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if not (args.paper or args.speed or args.detect or args.segment or args.deploy or args.train_cost):
         ap.error("choose --paper, --speed, --detect, --segment, --deploy and/or --train-cost")
+    if args.data_root and not args.train_cost:
+        ap.error("--data-root is for --train-cost")
     unknown = sorted(set(args.models) - set(PEERS))
     if unknown:
         ap.error(f"unknown model(s) {unknown}; valid: {list(PEERS)}")

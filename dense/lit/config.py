@@ -191,6 +191,7 @@ def validate_config(
         lr = cfg.get("optim", {}).get("lr")
         if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             raise ConfigError(f"optim.lr must be a positive number, got {lr!r}")
+        _check_fused(cfg.get("optim") or {}, cfg.get("trainer") or {})
         ckpt = cfg.get("ckpt")
         if ckpt is not None and not Path(ckpt).is_file():
             raise ConfigError(f"ckpt={ckpt}: no such checkpoint to resume from")
@@ -238,6 +239,18 @@ def _check_trainer(trainer: Any, stage: str, sched: str | None = None) -> None:
             f"sched={sched.rsplit('.', 1)[-1]} needs the run's length in steps, but trainer.max_epochs="
             f"{epochs} ends the run by trainer.budget: use sched=linear (it follows the budget) or set "
             "trainer.max_epochs=N"
+        )
+
+
+def _check_fused(optim: Any, trainer: Any) -> None:
+    """Lightning refuses gradient clipping with a fused optimizer under mixed precision (the fused
+    step unscales the gradients itself): say so before any work, not at the first step."""
+    clip = trainer.get("gradient_clip_val")
+    mixed = "mixed" in str(trainer.get("precision", ""))
+    if optim.get("fused") and clip and mixed:
+        raise ConfigError(
+            f"optim.fused=true cannot be combined with trainer.gradient_clip_val={clip} under "
+            f"trainer.precision={trainer.get('precision')}: set optim.fused=false, or drop the clipping"
         )
 
 
