@@ -73,13 +73,15 @@ def torch_reference(model, rgb: np.ndarray):
     return model.predict(x["image"][None], orig_sizes=[rgb.shape[:2]])[0]
 
 
-def assert_same_detections(ours: dict, ref: dict) -> None:
+def assert_same_detections(ours: dict, ref: dict, longer_side: int) -> None:
     assert len(ref["boxes"]) > 0
     assert len(ours["boxes"]) == len(ref["boxes"])
     np.testing.assert_allclose(ours["scores"], ref["scores"].numpy(), rtol=0, atol=1e-4)
     np.testing.assert_array_equal(ours["labels"], ref["labels"].numpy())
-    # 1e-3 px, plus 1e-5 relative: float32 rounding of a deep random network (v1: 1.3e-3 px at 200 px)
-    np.testing.assert_allclose(ours["boxes"], ref["boxes"].numpy(), rtol=1e-5, atol=1e-3)
+    # Float32 rounding of a deep random network reaches the box deltas (~1e-5) and is multiplied by
+    # the anchor's size, up to the whole picture: allow 2e-5 of the picture's longer side (4.2e-3 px
+    # at 211 px; v1 has reached 1.6e-3 px). A wrong resize or box rule is off by tenths of a pixel.
+    np.testing.assert_allclose(ours["boxes"], ref["boxes"].numpy(), rtol=0, atol=2e-5 * longer_side)
     assert ours["names"] == [NAMES[i] for i in ref["labels"].tolist()]
 
 
@@ -103,7 +105,7 @@ def test_detector_runner_equals_predict(backbone, picture, tmp_path):
     for path in (raw, e2e):
         runner = dense.deploy.load(path, threads=1)
         assert isinstance(runner, dense.deploy.DetectorRunner)
-        assert_same_detections(runner.predict(picture), ref)
+        assert_same_detections(runner.predict(picture), ref, longer_side=max(rgb.shape[:2]))
     # an array of the same pixels gives the same detections
     np.testing.assert_array_equal(runner.predict(rgb)["boxes"], runner.predict(picture)["boxes"])
 
