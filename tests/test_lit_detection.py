@@ -216,9 +216,9 @@ def test_validate_config_rejects_mismatches(tmp_path):
     assert cfg.task.name == "detect" and cfg.head.name == "ssdlite" and cfg.data.task == "detect"
     # short-run defaults on the built-in data; real COCO keeps the paper recipe's augmentation
     assert cfg.backbone.reduced_tail is True and cfg.data.augment == "flip"
-    # a 10-minute wall-clock budget with the schedule over it, anchors from the ablation (docs/experiments.md)
+    # a 10-minute wall-clock budget with the schedule over it; the papers' anchors (docs/experiments.md)
     assert cfg.trainer.budget == "9.5min" and cfg.trainer.max_epochs == -1
-    assert cfg.sched._target_.endswith("warmup_linear") and list(cfg.head.anchor_scales) == [0.1, 0.95]
+    assert cfg.sched._target_.endswith("warmup_linear") and list(cfg.head.anchor_scales) == [0.2, 0.95]
     assert (
         cfg.data.global_batch_size == 4
         and cfg.data.batch_size is None
@@ -253,7 +253,7 @@ def test_recipes_belong_to_the_data_sets():
     """The built-in data's CPU recipe is the default; data=coco gets torchvision's published recipe;
     an explicit override beats the recipe's value."""
     shapes = _compose([])
-    assert shapes.recipe.name == "shapes_coco_cpu" and shapes.head.anchor_scales == [0.1, 0.95]
+    assert shapes.recipe.name == "shapes_coco_cpu" and shapes.head.anchor_scales == [0.2, 0.95]
     assert shapes.optim._target_ == "torch.optim.AdamW" and shapes.optim.lr == 3e-3 and shapes.optim.fused
     assert shapes.head.matcher == "atss" and shapes.task.model.matcher == "atss"
     coco = _compose(["data=coco", "data.root=/somewhere"])

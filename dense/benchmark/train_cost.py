@@ -69,7 +69,6 @@ def _model(num_classes: int, image_size: int, **switches) -> dense.Detector:
         "v3_large",
         num_classes=num_classes,
         reduced_tail=True,
-        anchor_scales=(0.1, 0.95),
         image_size=image_size,
         **switches,
     ).train()
