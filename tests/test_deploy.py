@@ -208,6 +208,7 @@ def test_export_rejects_bad_arguments(tmp_path):
 def test_quantize_int8_per_channel_qdq_keeps_metadata(tmp_path):
     from dense.deploy.quantize import quantize_int8
 
+    torch.manual_seed(0)  # the conv weights too: the correlation below depends on them
     model = realistic(build_model("segment", "v3_small", num_classes=19), (64, 128))
     runner = dense.deploy.load(export_onnx(model, tmp_path / "s.onnx", image_size=(64, 128)))
     pictures = [
@@ -230,10 +231,12 @@ def test_quantize_int8_per_channel_qdq_keeps_metadata(tmp_path):
     q = dense.deploy.load(path)
     assert q.meta["task"] == "segment" and q.meta["quantization"]["per_channel"] is True
     float_logits, int8_logits = runner.logits(pictures[3]), q.logits(pictures[3])
-    # a calibrated picture: int8 follows the float logits (correlation), not noise
+    # a calibrated picture: int8 follows the float logits (correlation), not noise (~0). A random
+    # deep network calibrated on 4 pictures keeps 0.77-0.83 (seeds 0-5; 0.80 with seed 0); the
+    # weights were unseeded before, and 0.9 failed once in CI at 0.77
     corr = np.corrcoef(float_logits.ravel(), int8_logits.ravel())[0, 1]
     print("int8 vs float logits: correlation", corr)
-    assert corr > 0.9
+    assert corr > 0.7
     with pytest.raises(ValueError, match="calibration"):
         quantize_int8(runner.path, tmp_path / "none.onnx", [])
 
