@@ -82,18 +82,22 @@ def worker_deaths(fix: str, checkpoint: str | os.PathLike | None = None) -> Iter
     try:
         yield
     except (RuntimeError, ConnectionError, EOFError) as e:
-        detail = dead_worker(e)
-        if detail is None:
-            raise
         # torch's SIGCHLD handler raises its own RuntimeError again whenever one more of the
         # loader's workers exits while this error propagates (the loader is still referenced by
-        # the traceback), which would replace the message below: it is set aside until
-        # `restore_sigchld` (the end of the job), as torch installs it once per process.
-        global _SET_ASIDE
-        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGCHLD"):
-            previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            if _SET_ASIDE is None:
-                _SET_ASIDE = previous
+        # the traceback), which would replace the message below: it is set aside at once (before
+        # the traceback is read; seen in CI when it was not), and given back if this is not a dead
+        # worker; otherwise it stays aside until `restore_sigchld` (the end of the job), as torch
+        # installs it once per process.
+        try:
+            previous = _sigchld_aside()
+        except RuntimeError as again:  # it fired once more before it was set aside
+            if dead_worker(again) is None:
+                raise
+            previous = _sigchld_aside()
+        detail = dead_worker(e)
+        if detail is None:
+            _sigchld_back(previous)
+            raise
         resume = ""
         if checkpoint is not None:
             last = Path(checkpoint)
@@ -104,6 +108,28 @@ def worker_deaths(fix: str, checkpoint: str | os.PathLike | None = None) -> Iter
 
 
 _SET_ASIDE: Any = None  # the SIGCHLD handler `worker_deaths` replaced, until `restore_sigchld`
+_UNCHANGED = object()
+
+
+def _sigchld_aside() -> Any:
+    """Replace the SIGCHLD handler by the default (main thread only); return what it was, or
+    `_UNCHANGED`. The first handler set aside is kept for `restore_sigchld`."""
+    global _SET_ASIDE
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGCHLD"):
+        return _UNCHANGED
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    if _SET_ASIDE is None:
+        _SET_ASIDE = previous
+    return previous
+
+
+def _sigchld_back(previous: Any) -> None:
+    """Undo `_sigchld_aside` for an error that was not a dead worker."""
+    global _SET_ASIDE
+    if previous is not _UNCHANGED:
+        signal.signal(signal.SIGCHLD, previous)
+        if _SET_ASIDE is previous:
+            _SET_ASIDE = None
 
 
 def restore_sigchld() -> None:
