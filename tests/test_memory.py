@@ -83,7 +83,7 @@ def test_the_estimate_is_within_its_stated_bounds_of_the_measured_peak(task, bat
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     ratio = found["estimate"] / found["measured"]
     print(f"{task} batch {batch} {h}x{w} {'train' if train else 'val'}: {found} ratio {ratio:.2f}")
-    # the refusal assumes at most _OVER_ESTIMATE over (measured: training 0.99-1.11, val up to 2.4)
+    # the refusal assumes at most _OVER_ESTIMATE over (measured: training 0.99-1.17, val up to 2.4)
     assert 0.7 < ratio <= memory._OVER_ESTIMATE["training step" if train else "validation step"], found
 
 

@@ -151,7 +151,9 @@ def train(cfg: DictConfig, job_start: float | None = None) -> float | None:
         # score them now so metrics.json and last.ckpt describe the same model.
         with loader_guard():
             trainer.validate(module, datamodule=datamodule, verbose=False)
-        trainer.save_checkpoint(last)
+        # a full, resumable checkpoint; saying so also keeps Lightning from logging that
+        # "`weights_only` was not set", which reads like an unsafe load
+        trainer.save_checkpoint(last, weights_only=False)
     if not trainer.is_global_zero:
         return module.last_metrics.get(cfg.optimized_metric)
 

@@ -42,9 +42,11 @@ __all__ = [
 _PROBE_BATCH = 2  # BatchNorm in training mode needs 2 samples on SSDLite's 1x1 extra maps
 _PROBE_SIDE = 256  # the probe's largest side: < 0.5 s on a CPU for MobileNet-size models
 GiB = 2**30
-# The largest measured estimate / peak RSS ratio of each step (tests/test_memory.py: SSDLite and
-# LR-ASPP, several batches and sizes): a run is refused only if it cannot fit even then.
-_OVER_ESTIMATE = {"training step": 1.25, "validation step": 2.5}
+# The largest estimate / peak RSS ratio of each step (tests/test_memory.py: SSDLite and LR-ASPP,
+# several batches and sizes), with room for the allocator's differences between machines
+# (training: 0.99-1.11 on an Intel Xeon, up to 1.17 on an AMD EPYC): a run is refused only if it
+# cannot fit even then.
+_OVER_ESTIMATE = {"training step": 1.5, "validation step": 2.5}
 
 
 class InsufficientMemoryError(ConfigError):
