@@ -379,6 +379,51 @@ def test_training_steps_log_loss_and_follow_the_schedule():
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0)  # poly reached its end
 
 
+@pytest.mark.parametrize("max_epochs", [-1, 12], ids=["open-ended", "epochs-after-steps"])
+def test_warmup_epochs_count_the_loaders_batches_when_max_steps_ends_the_run(max_epochs):
+    """warmup_epochs=1 with 3 batches an epoch is 3 steps, whether max_steps=10 ends the run with
+    max_epochs=-1 or before max_epochs=12 (the epoch was once total / max_epochs: the whole run,
+    or 0 steps); then cosine to 0 at step 10."""
+    from functools import partial
+
+    from lightning.pytorch.callbacks import Callback
+    from torch.utils.data import DataLoader
+
+    from dense import build_model
+    from dense.lit.cityscapes_data import collate_segmentation
+    from dense.lit.schedulers import warmup_cosine
+    from dense.lit.segmentation import SegmentationModule
+
+    class Rates(Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_start(self, trainer, *args):
+            self.seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    g = torch.Generator().manual_seed(0)
+    samples = [
+        {
+            "image": torch.rand(3, 32, 32, generator=g),
+            "mask": torch.randint(0, 19, (32, 32), generator=g),
+            "name": f"c_{i:06d}_000019",
+            "path": "",
+        }
+        for i in range(6)
+    ]
+    loader = DataLoader(samples, batch_size=2, collate_fn=collate_segmentation)
+    model = build_model("segment", backbone="v3_small", head="lraspp", num_classes=19, width_mult=0.35)
+    sched = partial(warmup_cosine, warmup_epochs=1, warmup_factor=0.001)
+    module = SegmentationModule(model, _info(), partial(torch.optim.SGD, lr=0.1), sched, num_log_images=0)
+    rates = Rates()
+    trainer = _trainer(max_epochs=max_epochs, max_steps=10, callbacks=[rates], limit_val_batches=0)
+    trainer.fit(module, loader)
+    warm = [0.1 * (0.001 + (1 - 0.001) * s / 3) for s in range(3)]
+    cos = [0.05 * (1 + math.cos(math.pi * (s - 3) / 7)) for s in range(3, 10)]
+    assert rates.seen == pytest.approx(warm + cos, abs=1e-9), rates.seen
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
 def test_module_checks_classes():
     from dense.data.info import DatasetInfo
     from dense.lit.segmentation import SegmentationModule

@@ -73,11 +73,23 @@ def lightning_optimizers(
                 "(trainer.budget=10min sched=linear)"
             )
         total = int(total)
-        epochs = trainer.max_epochs
-        per_epoch = max(1, total // epochs) if epochs is not None and epochs > 0 else total
-        kwargs.update(total_steps=total, steps_per_epoch=per_epoch)
+        kwargs.update(total_steps=total, steps_per_epoch=_steps_per_epoch(trainer, total))
     sched = scheduler(optimizer, **{k: v for k, v in kwargs.items() if _accepts(scheduler, k)})
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _steps_per_epoch(trainer: Any, total: int) -> int:
+    """Optimizer steps in one epoch: the loader's batches (per process, after limit_train_batches)
+    over gradient accumulation; Lightning steps on an epoch's last batch too, hence the ceiling.
+    (total / max_epochs is wrong when max_steps ends the run first, and undefined for -1.)"""
+    loop = getattr(trainer, "fit_loop", None)
+    if getattr(trainer, "train_dataloader", 1) is None and loop is not None:
+        loop.setup_data()  # as estimated_stepping_batches does, which skips it when max_epochs=-1
+    batches = getattr(trainer, "num_training_batches", None)
+    if isinstance(batches, (int, float)) and math.isfinite(batches) and batches > 0:
+        return max(1, math.ceil(batches / max(int(getattr(trainer, "accumulate_grad_batches", 1) or 1), 1)))
+    epochs = trainer.max_epochs
+    return max(1, total // epochs) if epochs is not None and epochs > 0 else total
 
 
 def _warmup_steps(warmup_epochs: float, steps_per_epoch: int, total_steps: int) -> int:
