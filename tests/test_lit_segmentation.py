@@ -347,14 +347,15 @@ def test_validation_upsamples_downscaled_logits_to_the_masks(tmp_path):
     assert saved.shape == (8, 12) and (saved == expected).all()
 
 
-def test_training_steps_log_loss_and_follow_the_schedule():
+def _tiny_fit(sched, num_samples: int):
+    """A SegmentationModule (V3-Small 0.35, SGD lr 0.1, `sched`) and a loader of `num_samples`
+    random 32x32 samples in batches of 2."""
     from functools import partial
 
     from torch.utils.data import DataLoader
 
     from dense import build_model
     from dense.lit.cityscapes_data import collate_segmentation
-    from dense.lit.schedulers import warmup_poly
     from dense.lit.segmentation import SegmentationModule
 
     g = torch.Generator().manual_seed(0)
@@ -365,13 +366,20 @@ def test_training_steps_log_loss_and_follow_the_schedule():
             "name": f"c_{i:06d}_000019",
             "path": "",
         }
-        for i in range(4)
+        for i in range(num_samples)
     ]
     loader = DataLoader(samples, batch_size=2, collate_fn=collate_segmentation)
     model = build_model("segment", backbone="v3_small", head="lraspp", num_classes=19, width_mult=0.35)
-    module = SegmentationModule(
-        model, _info(), partial(torch.optim.SGD, lr=0.1), partial(warmup_poly, power=1.0), num_log_images=0
-    )
+    module = SegmentationModule(model, _info(), partial(torch.optim.SGD, lr=0.1), sched, num_log_images=0)
+    return module, loader
+
+
+def test_training_steps_log_loss_and_follow_the_schedule():
+    from functools import partial
+
+    from dense.lit.schedulers import warmup_poly
+
+    module, loader = _tiny_fit(partial(warmup_poly, power=1.0), num_samples=4)
     trainer = _trainer(max_epochs=1, num_sanity_val_steps=0)
     trainer.fit(module, loader, loader)
     assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
@@ -387,12 +395,8 @@ def test_warmup_epochs_count_the_loaders_batches_when_max_steps_ends_the_run(max
     from functools import partial
 
     from lightning.pytorch.callbacks import Callback
-    from torch.utils.data import DataLoader
 
-    from dense import build_model
-    from dense.lit.cityscapes_data import collate_segmentation
     from dense.lit.schedulers import warmup_cosine
-    from dense.lit.segmentation import SegmentationModule
 
     class Rates(Callback):
         def __init__(self):
@@ -401,20 +405,7 @@ def test_warmup_epochs_count_the_loaders_batches_when_max_steps_ends_the_run(max
         def on_train_batch_start(self, trainer, *args):
             self.seen.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    g = torch.Generator().manual_seed(0)
-    samples = [
-        {
-            "image": torch.rand(3, 32, 32, generator=g),
-            "mask": torch.randint(0, 19, (32, 32), generator=g),
-            "name": f"c_{i:06d}_000019",
-            "path": "",
-        }
-        for i in range(6)
-    ]
-    loader = DataLoader(samples, batch_size=2, collate_fn=collate_segmentation)
-    model = build_model("segment", backbone="v3_small", head="lraspp", num_classes=19, width_mult=0.35)
-    sched = partial(warmup_cosine, warmup_epochs=1, warmup_factor=0.001)
-    module = SegmentationModule(model, _info(), partial(torch.optim.SGD, lr=0.1), sched, num_log_images=0)
+    module, loader = _tiny_fit(partial(warmup_cosine, warmup_epochs=1, warmup_factor=0.001), num_samples=6)
     rates = Rates()
     trainer = _trainer(max_epochs=max_epochs, max_steps=10, callbacks=[rates], limit_val_batches=0)
     trainer.fit(module, loader)
