@@ -8,6 +8,7 @@ training run is shared by the tests of this module. The rest runs in-process on 
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from pathlib import Path
@@ -185,7 +186,7 @@ def test_segment_task_defaults_compose():
     assert cfg.optim._target_ == "torch.optim.AdamW" and cfg.sched._target_.endswith("warmup_linear")
     # the 10-minute budget of make train-segment (README, "Training results"), the schedule over it
     assert cfg.trainer.budget == "9.5min" and cfg.trainer.max_epochs == -1
-    assert cfg.trainer.check_val_every_n_epoch == 4
+    assert cfg.trainer.check_val_every_n_epoch == 4 and cfg.sched.warmup_fraction == 0.0
     assert cfg.data.num_workers == 0 and cfg.data.global_batch_size == 4 and list(cfg.data.crop) == [256, 256]
     # the command line still picks any optimizer / schedule
     cfg = _compose(["task=segment", "optim=sgd", "sched=cosine", "head=raspp", "trainer.max_epochs=13"])
@@ -210,6 +211,31 @@ def test_segment_task_defaults_compose():
     ev = _compose(["task=segment", f"ckpt={CONF / 'train.yaml'}"], "eval")
     validate_config(ev, conf_dir=CONF, stage="eval")
     assert ev.save_predictions is True and ev.task.name == "segment"
+
+
+@pytest.mark.parametrize("task", ["detect", "segment"])
+@pytest.mark.parametrize("sched", [None, "linear", "linear_no_warmup", "cosine", "poly"])
+def test_every_schedule_composes_with_the_built_in_recipes(task, sched):
+    """A key that a recipe sets under `sched:` would reach whichever schedule the command line
+    picks; each schedule is built from the composed config and run for a 100-step fit."""
+    from hydra.utils import instantiate
+
+    cfg = _compose([f"task={task}"] + ([f"sched={sched}"] if sched else []))
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    factory = instantiate(cfg.sched)
+    steps = {"total_steps": 100, "steps_per_epoch": 10}
+    if "budget" in inspect.signature(factory).parameters:
+        steps["budget"] = None
+    scheduler = factory(opt, **steps)
+    rates = []
+    for _ in range(100):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    assert max(rates) == pytest.approx(1.0, rel=0.05) and rates[-1] < 0.05
+    if sched is None and task == "segment":  # the recipe's schedule starts at its peak
+        assert rates[0] == 1.0
 
 
 WRONG_COMBINATIONS = [
